@@ -1,0 +1,38 @@
+"""handnst: neural style transfer with every gradient written by hand, on NumPy or CuPy.
+
+The public API:
+
+    net = handnst.load_vgg19()                       # pretrained VGG19 (fetch with `handnst weights fetch`)
+    x = handnst.preprocess("photo.jpg", size=256)    # (3, H, W) in the input space of the weights
+    loss = handnst.StyleTransferLoss(net, content, style)
+    value, grad = loss(x)
+    result = handnst.stylize("photo.jpg", "painting.jpg", size=256)
+    result.image.save("out.png")
+"""
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "load_vgg19": "handnst.vgg",
+    "VGG19": "handnst.vgg",
+    "StyleTransferLoss": "handnst.losses",
+    "preprocess": "handnst.image",
+    "deprocess": "handnst.image",
+    "stylize": "handnst.transfer",
+    "reconstruct": "handnst.transfer",
+    "texture": "handnst.transfer",
+    "Result": "handnst.transfer",
+}
+
+
+def __getattr__(name):
+    # Imported on first use, so that `handnst --help` starts fast and a missing optional piece
+    # (CuPy) never breaks `import handnst`.
+    if name in _LAZY:
+        import importlib
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'handnst' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY))

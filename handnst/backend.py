@@ -1,0 +1,136 @@
+"""One place that decides the array module: NumPy on the CPU, CuPy on the GPU.
+
+Every layer and loss is written against an array module `xp` that it takes from here, in the idiom of
+CuPy's `get_array_module`: code never calls `np.` on an array that may live on the device, and every
+copy between host and device goes through `to_device` / `to_host`, so it can be seen in the code.
+
+    xp = get_xp("numpy")          # or "cupy"
+    xp = array_module(some_array) # the module the array belongs to
+
+The one operation the fast convolution needs beyond plain `xp` is a matrix product that *adds into* an
+existing output (BLAS `gemm` with beta = 1): `gemm(a, b, out, accumulate=True)`. On NumPy it calls
+SciPy's BLAS directly, so that nine shifted products accumulate without a temporary; on CuPy it uses
+cuBLAS through CuPy.
+"""
+
+import numpy as np
+
+from handnst.errors import InputError
+
+BACKENDS = ("numpy", "cupy")
+DTYPES = ("float32", "float64")
+_ALIASES = {"cpu": "numpy", "gpu": "cupy", "cuda": "cupy", "np": "numpy", "cp": "cupy"}
+
+
+def canonical_backend(backend):
+    """'cpu'/'numpy' -> 'numpy', 'gpu'/'cupy'/'cuda' -> 'cupy'; anything else is a clear error."""
+    name = _ALIASES.get(str(backend).lower(), str(backend).lower())
+    if name not in BACKENDS:
+        raise InputError(f"unknown backend {backend!r}: use 'cpu' (NumPy) or 'gpu' (CuPy)")
+    return name
+
+
+def _import_cupy():
+    try:
+        import cupy
+    except Exception as exc:  # ImportError, or a CUDA library that fails to load
+        raise InputError(
+            "the GPU backend needs CuPy, which is not importable here "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'}); "
+            "install the wheel matching your CUDA (e.g. pip install cupy-cuda12x) or use --device cpu"
+        ) from None
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:
+        raise InputError(
+            f"CuPy {cupy.__version__} is installed but no CUDA device can be used "
+            f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); use --device cpu"
+        ) from None
+    if count < 1:
+        raise InputError(f"CuPy {cupy.__version__} is installed but sees no CUDA device; use --device cpu")
+    return cupy
+
+
+def get_xp(backend="numpy"):
+    """The array module for a backend name ('numpy'/'cpu' or 'cupy'/'gpu')."""
+    return _import_cupy() if canonical_backend(backend) == "cupy" else np
+
+
+def gpu_available():
+    """True when CuPy imports and sees at least one CUDA device (never raises)."""
+    try:
+        _import_cupy()
+        return True
+    except InputError:
+        return False
+
+
+def array_module(a):
+    """The module (numpy or cupy) that array `a` belongs to: CuPy's get_array_module, without needing CuPy."""
+    mod = type(a).__module__
+    if mod.startswith("cupy"):
+        import cupy
+        return cupy
+    return np
+
+
+def backend_of(a):
+    return "cupy" if array_module(a) is not np else "numpy"
+
+
+def resolve_dtype(dtype):
+    """'float32' (the default for real runs) or 'float64' (for gradient checks), as a NumPy dtype."""
+    name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
+    if name not in DTYPES:
+        raise InputError(f"unsupported dtype {dtype!r}: use one of {', '.join(DTYPES)}")
+    return np.dtype(name)
+
+
+def to_device(a, backend="numpy", dtype=None):
+    """Copy a host array onto `backend` (a no-op for NumPy), optionally casting."""
+    xp = get_xp(backend)
+    out = xp.asarray(a)
+    if dtype is not None:
+        out = out.astype(resolve_dtype(dtype), copy=False)
+    return out
+
+
+def to_host(a):
+    """A NumPy array with the values of `a`, wherever `a` lives (explicit device -> host copy)."""
+    if array_module(a) is np:
+        return np.asarray(a)
+    return a.get()
+
+
+def synchronize(xp):
+    """Wait for queued device work (for honest timings); nothing to do on NumPy."""
+    if xp is not np:
+        xp.cuda.Stream.null.synchronize()
+
+
+def _blas_gemm(dtype):
+    from scipy.linalg import blas
+    return blas.sgemm if dtype == np.float32 else blas.dgemm
+
+
+def gemm(a, b, out, accumulate=False, trans_a=False):
+    """out = op(a) @ b, or out += op(a) @ b when `accumulate`; op(a) is a.T if `trans_a`.
+
+    All three arrays are 2-D and C-contiguous (b and out may be contiguous row-slices of bigger
+    buffers). On NumPy this calls BLAS gemm on the transposed (Fortran-ordered) views, so nothing is
+    copied and the accumulation happens inside the kernel (beta = 1).
+    """
+    xp = array_module(out)
+    if xp is np and out.dtype in (np.float32, np.float64):
+        # C-order out = op(a) @ b  <=>  F-order out.T = b.T @ op(a).T
+        f = _blas_gemm(out.dtype)
+        # out.T = b.T @ op(a).T, and op(a).T is a.T read plainly or transposed by BLAS itself
+        f(1.0, b.T, a.T, beta=1.0 if accumulate else 0.0, c=out.T, overwrite_c=1,
+          trans_b=1 if trans_a else 0)
+        return out
+    prod = (a.T if trans_a else a) @ b
+    if accumulate:
+        out += prod
+    else:
+        out[...] = prod
+    return out
