@@ -113,22 +113,24 @@ def _blas_gemm(dtype):
     return blas.sgemm if dtype == np.float32 else blas.dgemm
 
 
-def gemm(a, b, out, accumulate=False, trans_a=False):
-    """out = op(a) @ b, or out += op(a) @ b when `accumulate`; op(a) is a.T if `trans_a`.
+def gemm(a, b, out, accumulate=False, trans_a=False, trans_b=False):
+    """out = op(a) @ op(b), or out += op(a) @ op(b) when `accumulate`; op transposes when asked.
 
-    All three arrays are 2-D and C-contiguous (b and out may be contiguous row-slices of bigger
-    buffers). On NumPy this calls BLAS gemm on the transposed (Fortran-ordered) views, so nothing is
-    copied and the accumulation happens inside the kernel (beta = 1).
+    a, b and out are 2-D and C-contiguous as stored (b and out may be contiguous row-slices of bigger
+    buffers); `trans_a`/`trans_b` use their transposes without copying them. On NumPy this calls BLAS
+    gemm on the transposed, Fortran-ordered views, so nothing is copied and the accumulation happens
+    inside the kernel (beta = 1).
     """
     xp = array_module(out)
     if xp is np and out.dtype in (np.float32, np.float64):
-        # C-order out = op(a) @ b  <=>  F-order out.T = b.T @ op(a).T
+        # A C-ordered matrix is the Fortran-ordered view of its transpose, so
+        #   out = op(a) @ op(b)   <=>   out.T = op(b).T @ op(a).T
+        # and BLAS reads b.T and a.T (Fortran order) plainly, or transposed when op transposes.
         f = _blas_gemm(out.dtype)
-        # out.T = b.T @ op(a).T, and op(a).T is a.T read plainly or transposed by BLAS itself
         f(1.0, b.T, a.T, beta=1.0 if accumulate else 0.0, c=out.T, overwrite_c=1,
-          trans_b=1 if trans_a else 0)
+          trans_a=1 if trans_b else 0, trans_b=1 if trans_a else 0)
         return out
-    prod = (a.T if trans_a else a) @ b
+    prod = (a.T if trans_a else a) @ (b.T if trans_b else b)
     if accumulate:
         out += prod
     else:

@@ -1,4 +1,22 @@
-"""VGG19's convolutional part, as the paper uses it."""
+"""VGG19's convolutional part, as the paper uses it: 16 convolutions with ReLU, and 5 poolings.
+
+    net = load_vgg19()                               # pretrained weights from HDF5 (see weights.py)
+    feats = net.forward(x, ["conv4_2", "conv1_1"])   # x: (3, H, W) in the weights' input space
+    dx = net.backward({"conv4_2": dF})               # dL/dx for gradients given at any layers
+
+Naming follows the paper (and Caffe, whose ReLU works in place): `convX_Y` is the *rectified*
+response of that convolution; `reluX_Y` is accepted as the same thing. `poolX` is the pooled map.
+
+The forward pass goes only as deep as the deepest requested layer and keeps what the backward pass
+needs and nothing else: the rectified output of each convolution (its ReLU mask; max pooling finds its
+winners in it too). The convolution's input is not kept, because dL/dx of a convolution needs only
+the weights; no weight gradients are ever computed here. Internally every map is stored in the
+padded channels-last layout of `layers.py` (Part 2), in buffers reused from one evaluation to the next.
+"""
+
+from handnst import layers as L
+from handnst.backend import array_module, canonical_backend, get_xp, resolve_dtype
+from handnst.errors import InputError
 
 # (name, in_channels, out_channels) of the 16 3x3 convolutions, in order; a 2x2 pooling follows the
 # last convolution of each block (pool1 after conv1_2, ..., pool5 after conv5_4).
@@ -11,3 +29,224 @@ CONV_LAYERS = (
 )
 CONV_NAMES = tuple(name for name, _, _ in CONV_LAYERS)
 WEIGHT_SHAPES = {name: ((cout, cin, 3, 3), (cout,)) for name, cin, cout in CONV_LAYERS}
+LAYER_ORDER = (
+    "conv1_1", "conv1_2", "pool1",
+    "conv2_1", "conv2_2", "pool2",
+    "conv3_1", "conv3_2", "conv3_3", "conv3_4", "pool3",
+    "conv4_1", "conv4_2", "conv4_3", "conv4_4", "pool4",
+    "conv5_1", "conv5_2", "conv5_3", "conv5_4", "pool5",
+)
+POOLINGS = ("avg", "max")
+
+
+def canonical_layer(name):
+    """'relu4_2' -> 'conv4_2'; checks that the name exists, with a helpful message if not."""
+    key = str(name).strip().lower()
+    if key.startswith("relu"):
+        key = "conv" + key[4:]
+    if key not in LAYER_ORDER:
+        raise InputError(f"unknown VGG19 layer {name!r}: use one of conv1_1..conv5_4 (or relu1_1..relu5_4) "
+                         f"and pool1..pool5, e.g. {', '.join(CONV_NAMES[:2])}, conv4_2, pool3")
+    return key
+
+
+def block_of(name):
+    """The block (1..5) a layer belongs to: conv3_2 -> 3, pool3 -> 3."""
+    return int(canonical_layer(name)[4])
+
+
+def scale_of(name):
+    """How many times the map of a layer is smaller than the image: 2 ** (number of poolings before it)."""
+    name = canonical_layer(name)
+    return 2 ** (block_of(name) - (0 if name.startswith("pool") else 1))
+
+
+def min_image_size(layers):
+    """Smallest image side for which every requested layer still has at least one pixel."""
+    return max(scale_of(n) for n in layers)
+
+
+class VGG19:
+    """The network: weights on one backend, and the state of the last forward pass for backward."""
+
+    def __init__(self, params, *, convention, pooling="avg", backend="numpy", dtype="float32", source=None):
+        if pooling not in POOLINGS:
+            raise InputError(f"unknown pooling {pooling!r}: use 'avg' (the paper's choice) or 'max'")
+        self.backend = canonical_backend(backend)
+        self.xp = get_xp(self.backend)
+        self.dtype = resolve_dtype(dtype)
+        self.pooling = pooling
+        self.convention = dict(convention)
+        self.source = source
+        self._taps, self._bias = {}, {}
+        for name in CONV_NAMES:
+            w, b = params[name]
+            w = self.xp.asarray(w, dtype=self.dtype)    # explicit host -> device copy
+            self._taps[name] = L.conv_taps(w)              # (9, C, K), the layout the GEMMs want
+            self._bias[name] = self.xp.asarray(b, dtype=self.dtype)
+        self._buffers = {}
+        self._state = None
+
+    def __repr__(self):
+        return (f"VGG19(pooling={self.pooling!r}, backend={self.backend!r}, dtype={self.dtype.name!r}, "
+                f"input={self.convention.get('channel_order')} x{self.convention.get('scale')})")
+
+    def weights(self, name):
+        """Filters (K, C, 3, 3) and biases (K,) of a convolution (a view of the stored taps)."""
+        name = canonical_layer(name)
+        taps = self._taps[name]
+        _, C, K = taps.shape
+        return taps.reshape(3, 3, C, K).transpose(3, 2, 0, 1), self._bias[name]
+
+    # ------------------------------------------------------------------------------ buffers
+    def _buffer(self, key, rows, cols):
+        buf = self._buffers.get(key)
+        if buf is None or buf.shape != (rows, cols):
+            buf = self.xp.empty((rows, cols), dtype=self.dtype)
+            self._buffers[key] = buf
+        return buf
+
+    def release(self):
+        """Free the reused buffers and the forward state (they are rebuilt on the next forward)."""
+        self._buffers.clear()
+        self._state = None
+
+    # ------------------------------------------------------------------------------ forward
+    def _check_input(self, x):
+        if array_module(x) is not self.xp:
+            raise InputError(f"the image is a {type(x).__module__} array but the network runs on "
+                             f"{self.backend}: move it with handnst.backend.to_device first")
+        if x.ndim != 3 or x.shape[0] != 3:
+            raise InputError(f"the network takes one image of shape (3, H, W), got {tuple(x.shape)}")
+        return x.astype(self.dtype, copy=False)
+
+    def forward(self, x, layers, layout="chw"):
+        """Responses of the requested layers to image x (3, H, W), as a dict name -> array.
+
+        layout "chw": each response is a new (C, h, w) array.
+        layout "matrix": each response is the paper's feature matrix F of shape (C, M') -- a view
+        into the network's buffers, valid until the next forward -- whose columns are the positions
+        of the padded grid: M' > h*w, the extra columns are exactly zero, so sums, Gram matrices and
+        products with F come out as if they were not there (pass M = h*w where the count matters).
+        """
+        if layout not in ("chw", "matrix"):
+            raise InputError(f"unknown layout {layout!r}: use 'chw' or 'matrix'")
+        names = [canonical_layer(n) for n in ([layers] if isinstance(layers, str) else layers)]
+        if not names:
+            raise InputError("ask for at least one layer")
+        x = self._check_input(x)
+        _, H, W = x.shape
+        need = min_image_size(names)
+        if min(H, W) < need:
+            raise InputError(f"the image is {W}x{H} pixels but layer {max(names, key=scale_of)} needs at least "
+                             f"{need}x{need} (it sees the image {need} times smaller)")
+        deepest = max(LAYER_ORDER.index(n) for n in names)
+        P = L.to_padded(x, out=self._buffer("input", L.padded_length(H, W), 3))
+        maps = {}
+        for name in LAYER_ORDER[:deepest + 1]:
+            if name.startswith("conv"):
+                taps = self._taps[name]
+                out = self._buffer(name, L.padded_length(H, W), taps.shape[2])
+                P = L.conv3x3_forward(P, H, W, taps, self._bias[name], out)
+            else:
+                H2, W2 = H // 2, W // 2
+                out = self._buffer(name, L.padded_length(H2, W2), P.shape[1])
+                P = L.pool_forward_padded(P, H, W, out, self.pooling)
+                H, W = H2, W2
+            maps[name] = (P, H, W)
+        self._state = {"shape": x.shape, "maps": maps, "deepest": deepest}
+        if layout == "matrix":
+            return {n: maps[n][0].T for n in names}
+        return {n: L.from_padded(*maps[n]) for n in names}
+
+    def map_shape(self, name):
+        """(h, w) of a layer's map in the last forward pass (M_l = h * w in the paper)."""
+        if self._state is None or canonical_layer(name) not in self._state["maps"]:
+            raise InputError(f"layer {name} was not computed by the last forward pass")
+        _, h, w = self._state["maps"][canonical_layer(name)]
+        return h, w
+
+    # ----------------------------------------------------------------------------- backward
+    def backward(self, grads, layout="chw"):
+        """dL/dx (3, H, W) for the gradients dL/dF given at any layers of the last forward pass.
+
+        grads: dict name -> gradient with the shape of that layer's forward response in `layout`.
+        Gradients at several layers add up on the way down, as the chain rule says.
+        """
+        if self._state is None:
+            raise InputError("call forward before backward")
+        if not grads:
+            raise InputError("give the gradient at one layer at least")
+        maps = self._state["maps"]
+        given = {}
+        for name, g in grads.items():
+            key = canonical_layer(name)
+            if key not in maps:
+                raise InputError(f"no gradient can flow from {name}: the last forward pass stopped before it")
+            given[key] = g
+        lowest = max(LAYER_ORDER.index(n) for n in given)
+        _, H0, W0 = self._state["shape"]
+        g, step = None, 0
+        for index in range(lowest, -1, -1):
+            name = LAYER_ORDER[index]
+            P, H, W = maps[name]
+            if name in given:
+                incoming = self._as_padded(given[name], H, W, P.shape[1], layout)
+                if g is None:
+                    g = self._buffer(("grad", P.shape, step % 2), *P.shape)
+                    g[...] = incoming
+                else:
+                    g += incoming
+            if g is None:
+                continue
+            step += 1
+            if name.startswith("conv"):
+                L.relu_mask_backward(g, P)
+                taps = self._taps[name]
+                rows = L.padded_length(H, W)
+                out = self._buffer(("grad", (rows, taps.shape[1]), step % 2), rows, taps.shape[1])
+                g = L.conv3x3_backward(g, H, W, taps, out)
+            else:
+                below, Hb, Wb = maps[LAYER_ORDER[index - 1]]
+                out = self._buffer(("grad", below.shape, step % 2), *below.shape)
+                g = L.pool_backward_padded(g, below, Hb, Wb, out, self.pooling)
+        return L.from_padded(g, H0, W0)
+
+    def _as_padded(self, g, H, W, C, layout):
+        if array_module(g) is not self.xp:
+            raise InputError(f"gradients must live on the network's backend ({self.backend})")
+        if layout == "matrix":
+            if g.shape != (C, L.padded_length(H, W)):
+                raise InputError(f"a gradient of shape {tuple(g.shape)} does not match the layer's feature matrix "
+                                 f"({C}, {L.padded_length(H, W)})")
+            return g.T
+        if tuple(g.shape) != (C, H, W):
+            raise InputError(f"a gradient of shape {tuple(g.shape)} does not match the layer ({C}, {H}, {W})")
+        return L.to_padded(g.astype(self.dtype, copy=False))
+
+
+def random_vgg19(seed=0, *, pooling="avg", backend="numpy", dtype="float32"):
+    """A VGG19 with He-initialised random weights in the pretrained layout (for tests and lessons)."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    params = {}
+    for name, cin, cout in CONV_LAYERS:
+        std = (2.0 / (9 * cin)) ** 0.5
+        params[name] = (rng.normal(0.0, std, (cout, cin, 3, 3)).astype(np.float32),
+                        rng.normal(0.0, 0.01, cout).astype(np.float32))
+    from handnst.weights import KERAS_CONVENTION
+    return VGG19(params, convention=KERAS_CONVENTION, pooling=pooling, backend=backend, dtype=dtype,
+                 source=f"random (He initialisation, seed {seed})")
+
+
+def load_vgg19(path=None, *, pooling="avg", backend="numpy", dtype="float32"):
+    """The pretrained VGG19 from an HDF5 file in handnst's format.
+
+    path None: the first of $HANDNST_WEIGHTS, weights/vgg19.h5 in the source tree and the user cache;
+    if there is none, the default weights are fetched first (and the reason printed on stderr).
+    """
+    from handnst import weights
+    found = weights.ensure_weights(path)
+    params, meta = weights.load_weights(found)
+    return VGG19(params, convention=meta["convention"], pooling=pooling, backend=backend, dtype=dtype,
+                 source=found)

@@ -1,0 +1,264 @@
+"""Gradient checking: every hand-written backward pass against central finite differences.
+
+For a scalar function f and its claimed gradient g = df/dx, the central difference
+    (f(x + h e) - f(x - h e)) / (2h)
+approximates the directional derivative <g, e> with an error of order h^2. Two kinds of checks:
+
+- per coordinate: e is a unit vector, at a random sample of entries;
+- directional: e is a random unit direction, which tests every entry of g at once.
+
+A layer with an array output y = layer(x) is turned into a scalar the way Chainer's `check_backward`
+does: f(x) = sum(y * r) for a fixed random r, whose gradient is exactly `backward(r)`.
+
+The error of one comparison is |a - b| / max(|a|, |b|, tiny), where `tiny` is the noise floor of the
+finite difference itself (rounding in f, divided by 2h), so that two numbers that are both zero up to
+rounding do not count as a failure. Everything runs in float64.
+"""
+
+import json
+import sys
+import time
+
+import numpy as np
+
+from handnst import layers as L
+from handnst import losses
+from handnst.backend import get_xp, to_host
+
+LAYER_TOLERANCE = 1e-6
+OBJECTIVE_TOLERANCE = 1e-5
+EPS64 = np.finfo(np.float64).eps
+
+
+def rel_error(a, b, tiny=1e-300):
+    """Elementwise |a - b| / max(|a|, |b|, tiny)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return np.abs(a - b) / np.maximum(np.maximum(np.abs(a), np.abs(b)), tiny)
+
+
+def check_gradient(f, x, grad, *, entries=20, directions=4, h=1e-5, seed=0):
+    """Compare `grad` (the analytic df/dx) with central differences of the scalar function f at x.
+
+    Returns the largest relative error over `entries` sampled coordinates and `directions` random
+    unit directions. x and grad live on any backend; f(x) must return a Python float.
+    """
+    xp = get_xp("cupy") if type(x).__module__.startswith("cupy") else np
+    rng = np.random.default_rng(seed)
+    g = to_host(grad).astype(np.float64).ravel()
+    f0 = abs(f(x))
+    tiny = max(1e-300, 1e3 * EPS64 * max(f0, 1e-300) / h)   # rounding noise of the difference quotient
+    worst = 0.0
+    flat = x.reshape(-1)
+
+    def central(direction):
+        d = xp.asarray(direction.reshape(x.shape), dtype=x.dtype)
+        return (f(x + h * d) - f(x - h * d)) / (2 * h)
+
+    for index in rng.choice(flat.size, size=min(entries, flat.size), replace=False):
+        e = np.zeros(flat.size)
+        e[index] = 1.0
+        worst = max(worst, float(rel_error(central(e), g[index], tiny)))
+    for _ in range(directions):
+        d = rng.normal(size=flat.size)
+        d /= np.linalg.norm(d)
+        worst = max(worst, float(rel_error(central(d), g @ d, tiny)))
+    return worst
+
+
+def _layer_check(forward, backward, x, seed, **kw):
+    """check_backward for a layer: f(x) = sum(forward(x) * r), whose gradient is backward(r, cache)."""
+    xp = get_xp("cupy") if type(x).__module__.startswith("cupy") else np
+    out, cache = forward(x)
+    r = xp.asarray(np.random.default_rng(seed + 1).normal(size=out.shape))
+    analytic = backward(r, cache)
+    return check_gradient(lambda z: float((forward(z)[0] * r).sum()), x, analytic, seed=seed, **kw)
+
+
+def _away_from_kinks(xp, rng, shape, margin=0.05):
+    """Random values at least `margin` away from 0, so the ReLU kink is never inside x +- h."""
+    v = rng.uniform(margin, 1.0, size=shape) * rng.choice([-1.0, 1.0], size=shape)
+    return xp.asarray(v)
+
+
+def _distinct_windows(xp, rng, shape):
+    """Random values whose 2x2 window maxima win by a clear margin (max pooling is smooth there)."""
+    v = rng.permutation(np.prod(shape)).reshape(shape).astype(np.float64) / 10.0
+    return xp.asarray(v)
+
+
+def layer_checks(backend="numpy", seed=0):
+    """(name, callable -> max relative error, tolerance) for every layer, naive and fast."""
+    xp = get_xp(backend)
+    rng = np.random.default_rng(seed)
+    x = xp.asarray(rng.normal(size=(3, 7, 6)))
+    w = xp.asarray(rng.normal(size=(4, 3, 3, 3)))
+    b = xp.asarray(rng.normal(size=4))
+    checks = []
+    for label, fwd, bwd, wbwd in (("naive", L.conv_forward_naive, L.conv_backward_naive, L.conv_weight_backward_naive),
+                                  ("fast", L.conv_forward, L.conv_backward, L.conv_weight_backward)):
+        for stride, pad in ((1, 1), (2, 0)):
+            tag = f"conv {label} s{stride} p{pad}"
+            checks.append((f"{tag} dx", lambda f=fwd, g=bwd, s=stride, p=pad: _layer_check(
+                lambda z: f(z, w, b, s, p), g, x, seed), LAYER_TOLERANCE))
+            checks.append((f"{tag} dw", lambda f=fwd, g=wbwd, s=stride, p=pad: _layer_check(
+                lambda z: f(x, z, b, s, p), lambda r, c: g(r, c)[0], w, seed), LAYER_TOLERANCE))
+            checks.append((f"{tag} db", lambda f=fwd, g=wbwd, s=stride, p=pad: _layer_check(
+                lambda z: f(x, w, z, s, p), lambda r, c: g(r, c)[1], b, seed), LAYER_TOLERANCE))
+
+    xr = _away_from_kinks(xp, rng, (3, 6, 5))
+    xm = _distinct_windows(xp, rng, (3, 6, 8))
+    for label, pairs in (("naive", ((L.relu_forward_naive, L.relu_backward_naive), (L.avg_pool_forward_naive, L.avg_pool_backward_naive),
+                                    (L.max_pool_forward_naive, L.max_pool_backward_naive))),
+                         ("fast", ((L.relu_forward, L.relu_backward), (L.avg_pool_forward, L.avg_pool_backward),
+                                   (L.max_pool_forward, L.max_pool_backward)))):
+        for kind, (fwd, bwd), inp in zip(("relu", "avg pool", "max pool"), pairs, (xr, x, xm)):
+            checks.append((f"{kind} {label}", lambda f=fwd, g=bwd, z=inp: _layer_check(f, g, z, seed), LAYER_TOLERANCE))
+
+    checks.extend(_padded_checks(xp, rng, seed))
+    return checks
+
+
+def _padded_checks(xp, rng, seed):
+    """The network's own kernels (padded channels-last layout), seen as functions of a (C, H, W) map."""
+    H, W = 7, 5
+    checks = []
+    for C in (3, 20):   # 3 takes the im2col branch, 20 the nine-shifted-products branch
+        w = xp.asarray(rng.normal(size=(4, C, 3, 3)))
+        taps, b = L.conv_taps(w), xp.asarray(rng.normal(size=4))
+        x = xp.asarray(rng.normal(size=(C, H, W)))
+
+        def fwd(z, taps=taps, b=b):
+            out = xp.empty((L.padded_length(H, W), 4))
+            return L.from_padded(L.conv3x3_forward(L.to_padded(z), H, W, taps, b, out, relu=False), H, W), None
+
+        def bwd(r, cache, taps=taps, C=C):
+            out = xp.empty((L.padded_length(H, W), C))
+            return L.from_padded(L.conv3x3_backward(L.to_padded(r), H, W, taps, out), H, W)
+
+        checks.append((f"conv3x3 network C={C} dx", lambda f=fwd, g=bwd, z=x: _layer_check(f, g, z, seed), LAYER_TOLERANCE))
+    for mode, inp in (("avg", xp.asarray(rng.normal(size=(3, 7, 6)))), ("max", _distinct_windows(xp, rng, (3, 7, 6)))):
+        def fwd(z, mode=mode):
+            C, h, w = z.shape
+            P = L.to_padded(z)
+            out = xp.empty((L.padded_length(h // 2, w // 2), C))
+            return L.from_padded(L.pool_forward_padded(P, h, w, out, mode), h // 2, w // 2), P
+
+        def bwd(r, P, mode=mode, shape=inp.shape):
+            C, h, w = shape
+            out = xp.empty((L.padded_length(h, w), C))
+            return L.from_padded(L.pool_backward_padded(L.to_padded(r), P, h, w, out, mode), h, w)
+
+        checks.append((f"{mode} pool network", lambda f=fwd, g=bwd, z=inp: _layer_check(f, g, z, seed), LAYER_TOLERANCE))
+    return checks
+
+
+def loss_checks(backend="numpy", seed=0):
+    """The content, style (with its Gram matrix) and TV losses, each on its own, paper's gradients."""
+    xp = get_xp(backend)
+    rng = np.random.default_rng(seed + 7)
+    F = xp.asarray(rng.uniform(0.05, 1.0, size=(6, 11)))     # positive: a rectified response
+    P = xp.asarray(rng.uniform(0.0, 1.0, size=(6, 11)))
+    A = losses.gram_matrix(xp.asarray(rng.uniform(0.0, 1.0, size=(6, 11))))
+    x = xp.asarray(rng.normal(size=(3, 6, 7)))
+
+    def content():
+        grad = losses.content_loss_backward(losses.content_loss(F, P)[1])
+        return check_gradient(lambda z: losses.content_loss(z, P)[0], F, grad, seed=seed)
+
+    def style():
+        grad = losses.style_layer_loss_backward(losses.style_layer_loss(F, A)[1])
+        return check_gradient(lambda z: losses.style_layer_loss(z, A)[0], F, grad, seed=seed)
+
+    def tv(p):
+        grad = losses.tv_loss_backward(losses.tv_loss(x, p)[1])
+        return check_gradient(lambda z: losses.tv_loss(z, p)[0], x, grad, seed=seed)
+
+    return [("content loss", content, LAYER_TOLERANCE),
+            ("style loss (Gram)", style, LAYER_TOLERANCE),
+            ("total variation p=2", lambda: tv(2.0), LAYER_TOLERANCE),
+            ("total variation p=2.5", lambda: tv(2.5), LAYER_TOLERANCE)]
+
+
+def objective_checks(backend="numpy", seed=0, weights_path=None):
+    """The whole objective through VGG19 (content conv4_2, style conv1_1..conv5_1, TV), float64."""
+    from handnst import vgg, weights
+
+    def build():
+        found = weights.find_weights(weights_path) if weights_path else _quiet_find()
+        if found:
+            return vgg.load_vgg19(found, backend=backend, dtype="float64"), "real weights"
+        return vgg.random_vgg19(seed, backend=backend, dtype="float64"), "random weights"
+
+    state = {}
+
+    def check(pooling):
+        if "net" not in state:
+            state["net"], state["kind"] = build()
+        net = state["net"]
+        net.pooling = pooling
+        xp = net.xp
+        rng = np.random.default_rng(seed + 3)
+        shape = (3, 20, 18)
+        content = xp.asarray(rng.uniform(-100, 100, size=shape))
+        style = xp.asarray(rng.uniform(-100, 100, size=(3, 22, 17)))
+        x = xp.asarray(rng.uniform(-100, 100, size=shape))
+        loss = losses.StyleTransferLoss(net, content, style, alpha=1.0, beta=1e3, tv_weight=1e-2)
+        value, grad = loss(x)
+        return check_gradient(loss.value, x, grad, entries=12, directions=4, h=1e-3, seed=seed)
+
+    def label(p):
+        return lambda: f"objective through VGG19, {p} pooling ({state.get('kind', 'weights')})"
+
+    return [(label("avg"), lambda: check("avg"), OBJECTIVE_TOLERANCE),
+            (label("max"), lambda: check("max"), OBJECTIVE_TOLERANCE)]
+
+
+def _quiet_find():
+    from handnst import weights
+    try:
+        return weights.find_weights()
+    except Exception:
+        return None
+
+
+def run_checks(backend="numpy", seed=0, weights_path=None, progress=None):
+    """Run every check; returns a list of dicts {check, max_rel_error, tolerance, passed, seconds}."""
+    results = []
+    for name, fn, tol in layer_checks(backend, seed) + loss_checks(backend, seed) + objective_checks(backend, seed, weights_path):
+        start = time.perf_counter()
+        err = fn()
+        results.append({"check": name() if callable(name) else name, "max_rel_error": err,
+                        "tolerance": tol, "passed": bool(err <= tol), "seconds": time.perf_counter() - start})
+        if progress:
+            progress(results[-1])
+    return results
+
+
+def format_table(results):
+    width = max(len(r["check"]) for r in results)
+    lines = [f"{'check':<{width}}  {'max rel error':>13}  {'tolerance':>9}  result",
+             f"{'-' * width}  {'-' * 13}  {'-' * 9}  ------"]
+    for r in results:
+        lines.append(f"{r['check']:<{width}}  {r['max_rel_error']:>13.2e}  {r['tolerance']:>9.0e}  "
+                     f"{'pass' if r['passed'] else 'FAIL'}")
+    failed = sum(not r["passed"] for r in results)
+    lines.append(f"{len(results) - failed} passed, {failed} failed")
+    return "\n".join(lines)
+
+
+def run_cli(args):
+    backend = "cupy" if args.device == "gpu" else "numpy"
+    get_xp(backend)   # a clear error now if the GPU cannot be used
+    start = time.perf_counter()
+    results = run_checks(backend, seed=args.seed, weights_path=args.weights)
+    table = format_table(results)
+    if args.json == "-":
+        json.dump({"backend": backend, "seconds": time.perf_counter() - start, "results": results}, sys.stdout, indent=2)
+        print()
+    else:
+        print(table)
+        print(f"({backend}, float64, {time.perf_counter() - start:.1f} s)")
+        if args.json:
+            from handnst.fileio import atomic_write_text
+            atomic_write_text(args.json, json.dumps({"backend": backend, "results": results}, indent=2))
+    return 0 if all(r["passed"] for r in results) else 1
