@@ -1,0 +1,567 @@
+"""`handnst bench`: how fast is one evaluation of the objective, compared with what this machine can do?
+
+Style transfer spends nearly all its time evaluating L(x) and dL/dx: a forward pass through VGG19 up to
+the deepest layer the loss needs, and the backward pass down to the pixels. Both are almost entirely
+3x3 convolutions, which this package computes as matrix products (GEMM). So the honest yardstick is
+not a wall-clock time, which depends on the machine, but a *ratio*:
+
+    achieved GFLOP/s  =  FLOPs of one evaluation / seconds per evaluation
+    ratio             =  achieved GFLOP/s / the same backend's GEMM GFLOP/s, measured now
+
+A ratio near 1 means the evaluation runs at the speed of the BLAS it is built on; nothing written on
+top of that BLAS can do much better without doing fewer FLOPs (e.g. Winograd convolutions).
+
+What is counted (`objective_flops`), one multiply-add = 2 FLOPs:
+
+    forward   every 3x3 convolution from conv1_1 to the deepest layer the loss uses:
+                  2 * 9 * C_in * C_out * h * w          (h, w: the layer's map size)
+              each style layer's Gram matrix G = F F^T:  2 * N^2 * M   (N channels, M = h * w)
+    backward  each of those convolutions again, for dL/d(input) only (no weight gradients):
+                  2 * 9 * C_in * C_out * h * w
+              each style layer's F^T (G - A):             2 * N^2 * M
+
+Not counted: bias, ReLU, pooling, the content loss and the elementwise parts of the losses (all
+O(N * M), together well under 1% of the total), and the extra columns the padded layout of layers.py
+computes and throws away (a factor (W + 2) / W on each convolution). So the achieved GFLOP/s is the
+rate of *useful* work.
+
+How it is measured (`bench_size`): per size, the objective the stylize command uses by default
+(content conv4_2, style conv1_1 ... conv5_1, average pooling) is built on random content, style and
+input images of that size; after `warmup` evaluations, `repeat` times: one timed value-and-gradient
+evaluation `loss(x)`, then one timed forward-only evaluation `loss.value(x)`. The backward time is the
+difference of the two in each round. The values of the weights do not change the speed, so random
+weights are used when no weights file is found (the report says which).
+
+Memory: each size runs in a fresh Python process, so the peak resident set size (ru_maxrss, which
+only ever grows) belongs to that size alone. On the GPU the figure is CuPy's memory pool: the pool
+keeps every block it ever allocated, so its total at the end is its high-water mark.
+"""
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from handnst.backend import canonical_backend, gemm, get_xp, resolve_dtype, synchronize
+from handnst.errors import HandnstError, InputError, RunError
+from handnst.losses import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
+from handnst.vgg import CONV_LAYERS, LAYER_ORDER, canonical_layer, scale_of
+
+DEFAULT_SIZES = ((128, 96), (256, 192), (512, 384))
+DEFAULT_REPEAT = 5
+DEFAULT_WARMUP = 1
+
+
+# ------------------------------------------------------------------------------------- sizes
+
+def parse_size(text):
+    """'256x192' -> (256, 192): width x height in pixels. Anything else is a clear InputError."""
+    parts = str(text).lower().replace(" ", "").split("x")
+    try:
+        width, height = (int(p) for p in parts)
+    except ValueError:
+        raise InputError(f"bad size {text!r}: write it as WIDTHxHEIGHT, e.g. 256x192") from None
+    if width < 1 or height < 1:
+        raise InputError(f"bad size {text!r}: width and height must be positive")
+    return width, height
+
+
+def _size_name(width, height):
+    return f"{width}x{height}"
+
+
+# ------------------------------------------------------------------------------------- FLOPs
+
+def objective_flops(width, height, content_layers=DEFAULT_CONTENT_LAYERS, style_layers=DEFAULT_STYLE_LAYERS):
+    """FLOPs of one evaluation of L(x) and dL/dx on a width x height image (see the module docstring).
+
+    Returns a dict of FLOP counts (Python ints):
+        conv_forward, gram_forward, forward (= their sum),
+        conv_backward, gram_backward, backward (= their sum), total (= forward + backward),
+    and per_layer: name -> FLOPs of that convolution's forward pass (its backward costs the same).
+    """
+    layers = [canonical_layer(n) for n in tuple(content_layers) + tuple(style_layers)]
+    if not layers:
+        raise InputError("the objective needs at least one layer")
+    deepest = max(LAYER_ORDER.index(n) for n in layers)
+    channels = {name: (cin, cout) for name, cin, cout in CONV_LAYERS}
+
+    def map_size(name):
+        # Each 2x2 pooling floors the size: floor(floor(H / 2) / 2) = floor(H / 4), and so on.
+        s = scale_of(name)
+        return height // s, width // s
+
+    per_layer = {}
+    for name in LAYER_ORDER[:deepest + 1]:
+        if name in channels:
+            cin, cout = channels[name]
+            h, w = map_size(name)
+            per_layer[name] = 2 * 9 * cin * cout * h * w
+    gram = 0
+    for name in dict.fromkeys(canonical_layer(n) for n in style_layers):
+        h, w = map_size(name)
+        n_filters = channels[name][1]
+        gram += 2 * n_filters * n_filters * h * w
+    conv = sum(per_layer.values())
+    return {
+        "conv_forward": conv, "gram_forward": gram, "forward": conv + gram,
+        "conv_backward": conv, "gram_backward": gram, "backward": conv + gram,
+        "total": 2 * (conv + gram),
+        "per_layer": per_layer,
+    }
+
+
+# -------------------------------------------------------------------------------------- GEMM
+
+def gemm_name(dtype):
+    """'sgemm' for float32, 'dgemm' for float64 (the BLAS routine names)."""
+    return "sgemm" if resolve_dtype(dtype) == np.float32 else "dgemm"
+
+
+def reference_gemm_shape(backend):
+    """(m, k, n) of the square GEMM that serves as the machine's peak: big enough to reach it."""
+    n = 8192 if canonical_backend(backend) == "cupy" else 2048
+    return n, n, n
+
+
+def conv_like_gemm_shape(width, height):
+    """(m, k, n) of one tap product of conv3_x at this image size, as layers.py computes it.
+
+    conv3_x sees the image 4 times smaller with 256 channels in and out; the padded layout multiplies
+    h rows of (w + 2) positions by the (256, 256) tap. Every block of VGG19 costs about the same, so
+    this middle one is representative.
+    """
+    h, w = height // 4, width // 4
+    return max(h, 1) * (w + 2), 256, 256
+
+
+def measure_gemm(m, k, n, backend="numpy", dtype="float32", repeat=5, min_seconds=0.2):
+    """GFLOP/s of out = a @ b, a (m, k), b (k, n), through handnst.backend.gemm.
+
+    Uses the very call the convolutions use, on the same backend, after one untimed warm-up call.
+    The median of at least `repeat` timed calls, and of more for small shapes, until `min_seconds`
+    have gone by (one call of a small product is too short to time alone).
+    """
+    xp = get_xp(backend)
+    dtype = resolve_dtype(dtype)
+    rng = np.random.default_rng(0)
+    a = xp.asarray(rng.standard_normal((m, k), dtype=np.float32).astype(dtype))
+    b = xp.asarray(rng.standard_normal((k, n), dtype=np.float32).astype(dtype))
+    out = xp.empty((m, n), dtype=dtype)
+    gemm(a, b, out)
+    synchronize(xp)
+    seconds = []
+    while len(seconds) < max(1, int(repeat)) or sum(seconds) < min_seconds:
+        start = time.perf_counter()
+        gemm(a, b, out)
+        synchronize(xp)
+        seconds.append(time.perf_counter() - start)
+    return 2.0 * m * k * n / statistics.median(seconds) / 1e9
+
+
+# ----------------------------------------------------------------------------------- machine
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def _usable_cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count()
+
+
+def _blas_of(module):
+    """Name and version of the BLAS a module (numpy or scipy) was built with, from its show_config."""
+    try:
+        config = module.show_config(mode="dicts")
+        blas = config["Build Dependencies"]["blas"]
+        return {"name": blas.get("name"), "version": blas.get("version")}
+    except Exception:       # older versions print instead of returning a dict
+        return {"name": None, "version": None}
+
+
+def machine_info(backend="numpy"):
+    """A JSON-friendly description of where the numbers were taken: CPU, cores, BLAS, versions, GPU."""
+    import scipy
+    info = {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "usable_cores": _usable_cores(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        # handnst.backend.gemm calls SciPy's BLAS wrappers, so SciPy's BLAS is the one that runs.
+        "blas": _blas_of(scipy),
+        "numpy_blas": _blas_of(np),
+        # Other processes busy on the same cores make every timing slower: the load says if they were.
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "thread_env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+                       if k in os.environ},
+    }
+    try:   # optional: threadpoolctl knows the thread count each loaded BLAS really uses
+        import threadpoolctl
+        info["threadpools"] = [{k: p.get(k) for k in ("internal_api", "version", "num_threads")}
+                               for p in threadpoolctl.threadpool_info()]
+    except Exception:
+        pass
+    if canonical_backend(backend) == "cupy":
+        cupy = get_xp("cupy")
+        props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+        name = props.get("name", b"")
+        info["gpu"] = {
+            "name": name.decode(errors="replace") if isinstance(name, bytes) else str(name),
+            "memory_bytes": int(props.get("totalGlobalMem", 0)),
+            "cupy": cupy.__version__,
+            "cuda_runtime": cupy.cuda.runtime.runtimeGetVersion(),
+        }
+    return info
+
+
+# ------------------------------------------------------------------------------ one size, here
+
+def _stats(samples):
+    return {"median": statistics.median(samples), "min": min(samples), "max": max(samples),
+            "samples": list(samples)}
+
+
+def _random_image(rng, net, width, height):
+    """A random image of uniform RGB noise, in the network's input space, on its backend (3, H, W)."""
+    conv = net.convention
+    rgb = rng.uniform(0.0, 1.0, (3, height, width))
+    if str(conv.get("channel_order", "RGB")).upper() == "BGR":
+        rgb = rgb[::-1]
+    mean = np.asarray(conv["mean"], dtype=np.float64).reshape(3, 1, 1)
+    std = np.ones((3, 1, 1)) if conv.get("std") is None else np.asarray(conv["std"], dtype=np.float64).reshape(3, 1, 1)
+    x = (rgb * float(conv["scale"]) - mean) / std
+    return net.xp.asarray(x.astype(net.dtype))
+
+
+def _build_net(weights, backend, dtype):
+    from handnst import vgg
+    if weights == "random":
+        return vgg.random_vgg19(0, pooling="avg", backend=backend, dtype=dtype)
+    return vgg.load_vgg19(weights, pooling="avg", backend=backend, dtype=dtype)
+
+
+def _memory_now(xp):
+    """Peak memory so far: ru_maxrss of this process (bytes), and on the GPU CuPy's pool total."""
+    out = {"peak_rss_bytes": None}
+    try:
+        import resource
+        # ru_maxrss is in kilobytes on Linux, in bytes on macOS.
+        scale = 1 if sys.platform == "darwin" else 1024
+        out["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+    except (ImportError, OSError):
+        pass
+    if xp is not np:
+        pool = xp.get_default_memory_pool()
+        out["gpu_pool_bytes"] = int(pool.total_bytes())
+        out["gpu_pool_used_bytes"] = int(pool.used_bytes())
+    return out
+
+
+def bench_size(width, height, *, backend="numpy", dtype="float32", weights="random",
+               repeat=DEFAULT_REPEAT, warmup=DEFAULT_WARMUP, seed=0):
+    """Time the default objective at one size in this process; returns a JSON-friendly dict.
+
+    weights: "random" or the path of a weights file. The result has the FLOP count, the seconds per
+    evaluation (total, forward, backward: median, min, max and every sample), the achieved GFLOP/s,
+    seconds per megapixel and the memory peaks of this process (see the module docstring).
+    """
+    from handnst.losses import StyleTransferLoss
+    repeat, warmup = int(repeat), int(warmup)
+    if repeat < 1 or warmup < 0:
+        raise InputError("--repeat must be at least 1 and --warmup at least 0")
+    need = max(scale_of(n) for n in DEFAULT_CONTENT_LAYERS + DEFAULT_STYLE_LAYERS)
+    if min(width, height) < need:
+        raise InputError(f"size {_size_name(width, height)} is too small: the objective reaches conv5_1, "
+                         f"which needs at least {need}x{need} pixels")
+    memory_start = _memory_now(np)
+    start = time.perf_counter()
+    net = _build_net(weights, backend, dtype)
+    xp = net.xp
+    if xp is not np:
+        xp.get_default_memory_pool().free_all_blocks()
+    rng = np.random.default_rng(seed)
+    content, style, x = (_random_image(rng, net, width, height) for _ in range(3))
+    loss = StyleTransferLoss(net, content, style)     # the stylize defaults: conv4_2, conv1_1..conv5_1
+    del content, style
+    setup_seconds = time.perf_counter() - start
+
+    for _ in range(warmup):
+        loss(x)
+    synchronize(xp)
+    total, forward = [], []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        value, grad = loss(x)
+        synchronize(xp)
+        t1 = time.perf_counter()
+        loss.value(x)
+        synchronize(xp)
+        t2 = time.perf_counter()
+        total.append(t1 - t0)
+        forward.append(t2 - t1)
+        del grad
+    backward = [max(t - f, 0.0) for t, f in zip(total, forward)]
+
+    flops = objective_flops(width, height)
+    median = statistics.median(total)
+    megapixels = width * height / 1e6
+    memory = _memory_now(xp)
+    memory["baseline_rss_bytes"] = memory_start["peak_rss_bytes"]
+    return {
+        "size": _size_name(width, height), "width": width, "height": height, "megapixels": megapixels,
+        "backend": net.backend, "dtype": net.dtype.name, "weights": net.source,
+        "repeat": repeat, "warmup": warmup, "loss_value": float(value),
+        "flops": flops,
+        "seconds": _stats(total), "forward_seconds": _stats(forward), "backward_seconds": _stats(backward),
+        "gflops": flops["total"] / median / 1e9,
+        "forward_gflops": flops["forward"] / statistics.median(forward) / 1e9,
+        "seconds_per_megapixel": median / megapixels,
+        "setup_seconds": setup_seconds,
+        "memory": memory,
+    }
+
+
+# ----------------------------------------------------------------------- one size, a fresh process
+
+_WORKER_CODE = "import sys; from handnst.bench import _worker; sys.exit(_worker(sys.argv[1]))"
+
+
+def _worker(spec_json):
+    """Entry point of the per-size subprocess: run bench_size, print one JSON line on stdout."""
+    spec = json.loads(spec_json)
+    try:
+        result = bench_size(**spec)
+    except HandnstError as exc:
+        print(json.dumps({"error": str(exc), "exit_code": exc.exit_code}))
+        return 0
+    except MemoryError:
+        print(json.dumps({"error": "out of memory; try a smaller --size", "exit_code": 1}))
+        return 0
+    print(json.dumps({"result": result}))
+    return 0
+
+
+def bench_size_isolated(width, height, **spec):
+    """bench_size in a fresh Python process, so that its peak memory is its own."""
+    spec = dict(spec, width=width, height=height)
+    proc = subprocess.run([sys.executable, "-c", _WORKER_CODE, json.dumps(spec)],
+                          capture_output=True, text=True)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        detail = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
+        raise RunError(f"the benchmark process for {_size_name(width, height)} failed: {detail}")
+    reply = json.loads(lines[-1])
+    if "error" in reply:
+        raise HandnstError(reply["error"], reply.get("exit_code", 1))
+    return reply["result"]
+
+
+# ---------------------------------------------------------------------------------- the whole run
+
+def resolve_weights(weights=None):
+    """(weights for bench_size, a sentence for the report): a file path, or "random" when asked or none found."""
+    from handnst.weights import find_weights
+    if weights is not None and str(weights).lower() == "random":
+        return "random", "random weights (asked for; timings do not depend on the weight values)"
+    found = find_weights(weights)
+    if found is None:
+        return "random", ("random weights (no weights file found; timings do not depend on the weight "
+                          "values)")
+    return found, f"pretrained weights from {found}"
+
+
+def run_benchmark(sizes=DEFAULT_SIZES, *, device="cpu", dtype="float32", repeat=DEFAULT_REPEAT,
+                  warmup=DEFAULT_WARMUP, weights=None, isolate=True, log=None):
+    """Benchmark every (width, height) in `sizes`; returns the whole report as a JSON-friendly dict.
+
+    isolate: run each size in a fresh process (peak memory per size); False runs them all here, and
+    then each memory figure is the peak of this process so far. log(line) is told about progress.
+    """
+    backend = canonical_backend(device)
+    get_xp(backend)                 # a clear error now if the GPU cannot be used
+    dtype = resolve_dtype(dtype).name
+    sizes = [tuple(s) for s in sizes]
+    if not sizes:
+        raise InputError("give at least one --size")
+    repeat, warmup = int(repeat), int(warmup)
+    if repeat < 1 or warmup < 0:
+        raise InputError("--repeat must be at least 1 and --warmup at least 0")
+    weights_arg, weights_note = resolve_weights(weights)
+    log = log or (lambda line: None)
+    machine = machine_info(backend)      # before any work of ours, so the load average is the others'
+    log(f"bench: {backend}, {dtype}, {weights_note}")
+
+    routine = gemm_name(dtype)
+    square = reference_gemm_shape(backend)
+    gemm_results = [{"shape": list(square), "what": "square", "gflops": measure_gemm(*square, backend, dtype)}]
+    log(f"bench: {routine} {square[0]}x{square[1]}x{square[2]}: {gemm_results[0]['gflops']:.1f} GFLOP/s")
+    reference = gemm_results[0]["gflops"]
+
+    results = []
+    for width, height in sizes:
+        spec = dict(backend=backend, dtype=dtype, weights=weights_arg, repeat=repeat, warmup=warmup)
+        result = bench_size_isolated(width, height, **spec) if isolate else bench_size(width, height, **spec)
+        conv_shape = conv_like_gemm_shape(width, height)
+        conv_gflops = measure_gemm(*conv_shape, backend, dtype)
+        gemm_results.append({"shape": list(conv_shape), "what": f"conv3_x tap at {result['size']}",
+                             "gflops": conv_gflops})
+        result["gemm_gflops"] = reference
+        result["ratio_to_gemm"] = result["gflops"] / reference
+        result["conv_gemm_gflops"] = conv_gflops
+        result["ratio_to_conv_gemm"] = result["gflops"] / conv_gflops
+        results.append(result)
+        log(f"bench: {result['size']}: {result['seconds']['median']:.3f} s per evaluation, "
+            f"{result['gflops']:.1f} GFLOP/s = {100 * result['ratio_to_gemm']:.0f}% of {routine}")
+
+    per_pixel = [r["seconds_per_megapixel"] for r in results]
+    largest = max(results, key=lambda r: r["megapixels"])
+    for r in results:
+        r["cost_per_pixel_vs_largest"] = r["seconds_per_megapixel"] / largest["seconds_per_megapixel"]
+    return {
+        "machine": machine,
+        "backend": backend, "dtype": dtype, "gemm_routine": routine,
+        "weights": weights_note,
+        "objective": {"content_layers": list(DEFAULT_CONTENT_LAYERS), "style_layers": list(DEFAULT_STYLE_LAYERS),
+                      "pooling": "avg", "alpha": 1.0, "beta": 1e3, "tv_weight": 0.0},
+        "repeat": repeat, "warmup": warmup, "isolated": bool(isolate),
+        "gemm": gemm_results, "gemm_gflops": reference,
+        "sizes": results,
+        "cost_per_pixel_spread": max(per_pixel) / min(per_pixel) - 1.0,
+        "memory_note": ("peak RSS of a fresh process per size" if isolate else
+                        "peak RSS of this one process so far (sizes mix)")
+                       + ("; GPU: CuPy memory pool total (its high-water mark)" if backend == "cupy" else ""),
+    }
+
+
+# -------------------------------------------------------------------------------------- report
+
+def _mib(n):
+    return "-" if n is None else f"{n / 2**20:.0f}"
+
+
+def format_report(report):
+    """The report as a readable table (plain text)."""
+    m = report["machine"]
+    routine = report["gemm_routine"]
+    lines = [
+        f"machine: {m['cpu']}, {m['usable_cores']} usable cores of {m['cores']}, {m['platform']}",
+        f"BLAS:    {m['blas']['name']} {m['blas']['version']} (through SciPy {m['scipy']}; NumPy {m['numpy']})",
+    ]
+    load = m.get("load_average")
+    if load:
+        # Taken before the benchmark started: anything well above 0 is other work competing for the cores.
+        busy = load[0] >= 1.0
+        lines.append(f"load:    {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (1, 5, 15 min averages, before the run)"
+                     + ("; other processes were busy, so the timings are pessimistic" if busy else ""))
+    if m.get("thread_env"):
+        lines.append("threads: " + ", ".join(f"{k}={v}" for k, v in m["thread_env"].items()))
+    if "gpu" in m:
+        g = m["gpu"]
+        lines.append(f"GPU:     {g['name']}, {g['memory_bytes'] / 2**30:.0f} GiB, CuPy {g['cupy']}, "
+                     f"CUDA runtime {g['cuda_runtime']}")
+    lines.append(f"backend: {report['backend']}, {report['dtype']}; {report['weights']}")
+    lines.append("objective: content conv4_2, style conv1_1..conv5_1, average pooling; "
+                 f"{report['warmup']} warm-up, {report['repeat']} timed evaluations per size")
+    for g in report["gemm"]:
+        lines.append(f"{routine} {'x'.join(str(d) for d in g['shape']):>16s} ({g['what']}): {g['gflops']:8.1f} GFLOP/s")
+    gpu = report["backend"] == "cupy"
+    header = (f"{'size':>9s} {'GFLOP':>7s} {'s/eval':>7s} {'min':>7s} {'max':>7s} {'fwd s':>7s} {'bwd s':>7s} "
+              f"{'GFLOP/s':>8s} {'%' + routine:>7s} {'%conv':>6s} {'s/Mpx':>7s} {'vs big':>6s} "
+              f"{'RSS MiB':>8s}" + (f" {'pool MiB':>8s}" if gpu else ""))
+    lines += ["", header, "-" * len(header)]
+    for r in report["sizes"]:
+        s = r["seconds"]
+        row = (f"{r['size']:>9s} {r['flops']['total'] / 1e9:7.1f} {s['median']:7.3f} {s['min']:7.3f} {s['max']:7.3f} "
+               f"{r['forward_seconds']['median']:7.3f} {r['backward_seconds']['median']:7.3f} "
+               f"{r['gflops']:8.1f} {100 * r['ratio_to_gemm']:6.0f}% {100 * r['ratio_to_conv_gemm']:5.0f}% "
+               f"{r['seconds_per_megapixel']:7.2f} {r['cost_per_pixel_vs_largest']:6.2f} "
+               f"{_mib(r['memory']['peak_rss_bytes']):>8s}")
+        if gpu:
+            row += f" {_mib(r['memory'].get('gpu_pool_bytes')):>8s}"
+        lines.append(row)
+    lines += [
+        "",
+        f"cost per pixel: spread {100 * report['cost_per_pixel_spread']:.0f}% across sizes (max/min - 1; "
+        "'vs big' is s/Mpx relative to the largest size)",
+        f"%{routine}: achieved GFLOP/s over the square {routine} above; %conv: over the conv3_x-shaped one at that size",
+        "FLOPs: 3x3 convolutions up to conv5_1 forward and backward (dL/dinput only) plus the Gram "
+        "matrices and their gradients; bias, ReLU, pooling and padding columns not counted",
+        f"memory: {report['memory_note']}",
+    ]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------- CLI
+
+def add_cli_arguments(parser):
+    """Add the options of `handnst bench` to an argparse (sub)parser."""
+    parser.add_argument("--size", metavar="WxH", nargs="+", action="extend", type=str,
+                        help="image sizes to time (default: " + " ".join(_size_name(*s) for s in DEFAULT_SIZES) + ")")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "gpu"],
+                        help="cpu (NumPy) or gpu (CuPy); default cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"],
+                        help="floating-point type (default float32, what stylize uses)")
+    parser.add_argument("--repeat", type=int, default=DEFAULT_REPEAT, metavar="N",
+                        help=f"timed evaluations per size (default {DEFAULT_REPEAT})")
+    parser.add_argument("--warmup", type=int, default=DEFAULT_WARMUP, metavar="N",
+                        help=f"untimed evaluations first (default {DEFAULT_WARMUP})")
+    parser.add_argument("--weights", metavar="PATH|random",
+                        help="weights file, or 'random' (default: the file handnst finds, else random; "
+                             "timings do not depend on the weight values)")
+    parser.add_argument("--in-process", action="store_true",
+                        help="run every size in this process instead of a fresh one each "
+                             "(faster to start, but the memory peaks then mix)")
+    parser.add_argument("--json", metavar="PATH", nargs="?", const="-",
+                        help="also write every number as JSON to PATH (only JSON, on stdout, with no PATH)")
+
+
+def _check_writable(path):
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise InputError(f"--json {path} is a directory; give a file name")
+    if not os.path.isdir(directory):
+        raise InputError(f"cannot write {path}: the directory {directory} does not exist")
+    if not os.access(directory, os.W_OK):
+        raise InputError(f"cannot write {path}: no permission to write in {directory}")
+
+
+def run_cli(args):
+    """Run `handnst bench` from parsed arguments; returns the exit code."""
+    sizes = [parse_size(s) for s in args.size] if args.size else list(DEFAULT_SIZES)
+    to_stdout = args.json == "-"
+    if args.json and not to_stdout:
+        _check_writable(args.json)     # before the run, not after a minute of work
+    report = run_benchmark(sizes, device=args.device, dtype=args.dtype, repeat=args.repeat, warmup=args.warmup,
+                           weights=args.weights, isolate=not args.in_process,
+                           log=lambda line: print(line, file=sys.stderr, flush=True))
+    text = json.dumps(report, indent=2)
+    if to_stdout:
+        print(text)
+    else:
+        print(format_report(report))
+        if args.json:
+            from handnst.fileio import atomic_write_text
+            atomic_write_text(args.json, text + "\n")
+    return 0
+
+
+__all__ = ["objective_flops", "measure_gemm", "bench_size", "run_benchmark", "format_report", "parse_size",
+           "machine_info", "add_cli_arguments", "run_cli", "DEFAULT_SIZES"]
