@@ -327,9 +327,10 @@ def to_padded(x, out=None):
 
 
 def from_padded(P, H, W):
-    """Padded channels-last matrix -> a new contiguous (C, H, W) array."""
-    xp = array_module(P)
-    return xp.ascontiguousarray(padded_grid(P, H, W)[1:H + 1, 1:W + 1].transpose(2, 0, 1))
+    """Padded channels-last matrix -> a new contiguous (C, H, W) array (always a copy: P is reused)."""
+    # .copy(), not ascontiguousarray: for a 1x1 map the transposed view is already contiguous and
+    # ascontiguousarray would hand back a view into the network's reused buffer.
+    return padded_grid(P, H, W)[1:H + 1, 1:W + 1].transpose(2, 0, 1).copy()
 
 
 def conv_taps(w):

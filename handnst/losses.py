@@ -175,7 +175,7 @@ class StyleTransferLoss:
         if self.tv_exponent < 1:
             raise InputError("the total-variation exponent must be at least 1 (2 is the usual choice)")
         if style_layer_weights is None:
-            style_layer_weights = [1.0 / len(self.style_layers)] * len(self.style_layers)
+            style_layer_weights = [1.0 / len(self.style_layers)] * len(self.style_layers) if self.style_layers else []
         style_layer_weights = [_check_weight("a style layer weight", w) for w in style_layer_weights]
         if len(style_layer_weights) != len(self.style_layers):
             raise InputError(f"{len(style_layer_weights)} style layer weights given for "

@@ -232,8 +232,8 @@ def random_vgg19(seed=0, *, pooling="avg", backend="numpy", dtype="float32"):
     params = {}
     for name, cin, cout in CONV_LAYERS:
         std = (2.0 / (9 * cin)) ** 0.5
-        params[name] = (rng.normal(0.0, std, (cout, cin, 3, 3)).astype(np.float32),
-                        rng.normal(0.0, 0.01, cout).astype(np.float32))
+        params[name] = (std * rng.standard_normal((cout, cin, 3, 3), dtype=np.float32),
+                        0.01 * rng.standard_normal(cout, dtype=np.float32))
     from handnst.weights import KERAS_CONVENTION
     return VGG19(params, convention=KERAS_CONVENTION, pooling=pooling, backend=backend, dtype=dtype,
                  source=f"random (He initialisation, seed {seed})")

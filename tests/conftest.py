@@ -1,6 +1,14 @@
 """Shared pytest fixtures."""
 
-import pytest
+import os
+
+# The tests check correctness on tiny images, where BLAS threads only add synchronisation; on a
+# busy machine they make tiny products hundreds of times slower. (Speed lives in `handnst bench`.)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
 
 
 @pytest.fixture(scope="session")

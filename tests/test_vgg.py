@@ -1,0 +1,138 @@
+"""The network: forward/backward against a composition of the textbook layers, API contracts."""
+
+import numpy as np
+import pytest
+
+from handnst import layers as L
+from handnst.backend import get_xp, to_host
+from handnst.errors import InputError
+from handnst.vgg import LAYER_ORDER, canonical_layer, min_image_size, random_vgg19
+
+from backends import BACKENDS, random_net
+
+
+def reference_forward(net, x, upto):
+    """VGG19 built from the (C, H, W) textbook layers, the obvious way."""
+    outs, caches, h = {}, [], x
+    for name in LAYER_ORDER[:LAYER_ORDER.index(upto) + 1]:
+        if name.startswith("conv"):
+            w, b = net.weights(name)
+            h, conv_cache = L.conv_forward(h, w, b)
+            h, relu_cache = L.relu_forward(h)
+            caches.append((name, conv_cache, relu_cache))
+        else:
+            h, cache = (L.avg_pool_forward if net.pooling == "avg" else L.max_pool_forward)(h)
+            caches.append((name, cache, None))
+        outs[name] = h
+    return outs, caches
+
+
+def reference_backward(net, caches, grads):
+    g = None
+    for name, c1, c2 in reversed(caches):
+        if name in grads:
+            g = grads[name] if g is None else g + grads[name]
+        if g is None:
+            continue
+        if name.startswith("conv"):
+            g = L.conv_backward(L.relu_backward(g, c2), c1)
+        else:
+            g = (L.avg_pool_backward if net.pooling == "avg" else L.max_pool_backward)(g, c1)
+    return g
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("pooling", ["avg", "max"])
+@pytest.mark.parametrize("shape", [(3, 37, 42), (3, 16, 16)])
+def test_forward_backward_equal_textbook_composition(backend, pooling, shape):
+    net = random_net(1, pooling, "float64", backend)
+    xp = get_xp(backend)
+    r = np.random.default_rng(0)
+    x = xp.asarray(r.normal(0, 50, shape))
+    layers = ["conv1_1", "relu2_1", "pool2", "conv3_1", "conv4_2", "conv5_1"]
+    out = net.forward(x, layers)
+    assert set(out) == {canonical_layer(n) for n in layers}
+    ref, caches = reference_forward(net, x, "conv5_1")
+    for name, value in out.items():
+        np.testing.assert_allclose(to_host(value), to_host(ref[name]), rtol=1e-10, atol=1e-10 * float(abs(ref[name]).max()))
+    grads = {n: xp.asarray(r.normal(size=v.shape)) for n, v in out.items()}
+    want = reference_backward(net, caches, grads)
+    np.testing.assert_allclose(to_host(net.backward(grads)), to_host(want), rtol=1e-9, atol=1e-12 * float(abs(want).max()))
+    # the matrix layout gives the same gradient
+    net.forward(x, layers, layout="matrix")
+    dx = net.backward({n: L.to_padded(g).T for n, g in grads.items()}, layout="matrix")
+    np.testing.assert_allclose(to_host(dx), to_host(want), rtol=1e-9, atol=1e-12 * float(abs(want).max()))
+
+
+def test_matrix_layout_is_zero_off_the_image_and_matches_chw():
+    net = random_net(2, dtype="float64")
+    x = np.random.default_rng(1).normal(0, 50, (3, 20, 24))
+    chw = net.forward(x, ["conv2_1"])["conv2_1"]
+    F = net.forward(x, ["conv2_1"], layout="matrix")["conv2_1"]
+    h, w = net.map_shape("conv2_1")
+    assert (h, w) == (10, 12) and F.shape == (128, L.padded_length(10, 12))
+    grid = F.T[:(h + 2) * (w + 2)].reshape(h + 2, w + 2, 128)
+    np.testing.assert_array_equal(grid[1:-1, 1:-1].transpose(2, 0, 1), chw)
+    assert np.count_nonzero(F) == np.count_nonzero(chw)        # nothing outside the image
+    np.testing.assert_allclose(F @ F.T, chw.reshape(128, -1) @ chw.reshape(128, -1).T, rtol=1e-12)
+
+
+def test_forward_stops_at_the_deepest_requested_layer():
+    net = random_net(0, dtype="float32")
+    net.forward(np.zeros((3, 32, 32), np.float32), ["conv2_1"])
+    assert list(net._state["maps"]) == ["conv1_1", "conv1_2", "pool1", "conv2_1"]
+
+
+def test_float32_agrees_with_float64():
+    x = np.random.default_rng(3).normal(0, 50, (3, 24, 20))
+    n32, n64 = random_net(4, dtype="float32"), random_net(4, dtype="float64")
+    a = n32.forward(x.astype(np.float32), ["conv4_1"])["conv4_1"]
+    b = n64.forward(x, ["conv4_1"])["conv4_1"]
+    assert a.dtype == np.float32
+    assert np.abs(a - b).max() <= 1e-4 * np.abs(b).max()
+
+
+def test_buffers_are_reused_between_evaluations():
+    net = random_net(0, dtype="float32")
+    x = np.random.default_rng(0).normal(0, 50, (3, 32, 32)).astype(np.float32)
+    net.forward(x, ["conv3_1"], layout="matrix")
+    first = {k: id(v) for k, v in net._buffers.items()}
+    net.backward({"conv3_1": np.ones((256, L.padded_length(8, 8)), np.float32)}, layout="matrix")
+    net.forward(x, ["conv3_1"], layout="matrix")
+    assert all(id(net._buffers[k]) == v for k, v in first.items())
+
+
+def test_layer_names_and_sizes():
+    assert canonical_layer("relu4_2") == canonical_layer("conv4_2") == "conv4_2"
+    assert min_image_size(["conv1_1"]) == 1 and min_image_size(["conv5_1"]) == 16 and min_image_size(["pool5"]) == 32
+    with pytest.raises(InputError, match="conv1_1"):
+        canonical_layer("conv6_1")
+    net = random_net(0, dtype="float32")
+    with pytest.raises(InputError, match="16x16"):
+        net.forward(np.zeros((3, 15, 40), np.float32), ["conv5_1"])
+    with pytest.raises(InputError, match="shape"):
+        net.forward(np.zeros((4, 16, 16), np.float32), ["conv1_1"])
+    with pytest.raises(InputError, match="forward"):
+        random_vgg19(0).backward({"conv1_1": np.zeros((64, 4, 4), np.float32)})
+    net.forward(np.zeros((3, 16, 16), np.float32), ["conv2_1"])
+    with pytest.raises(InputError, match="stopped before"):
+        net.backward({"conv3_1": np.zeros((256, 4, 4), np.float32)})
+    with pytest.raises(InputError, match="pooling"):
+        random_vgg19(0, pooling="median")
+
+
+def test_weights_view_round_trips_the_filters():
+    net = random_net(7, dtype="float64")
+    w, b = net.weights("conv2_1")
+    assert w.shape == (128, 64, 3, 3) and b.shape == (128,)
+    np.testing.assert_array_equal(L.conv_taps(np.ascontiguousarray(w)), net._taps["conv2_1"])
+
+
+def test_chw_responses_are_copies_even_for_1x1_maps():
+    # conv5_1 of a 16x16 image is 1x1: its (C, 1, 1) view is contiguous, and must still be a copy.
+    net = random_net(0, dtype="float64")
+    r = np.random.default_rng(0)
+    a = net.forward(r.normal(0, 50, (3, 16, 16)), ["conv5_1"])["conv5_1"]
+    saved = a.copy()
+    net.forward(r.normal(0, 50, (3, 16, 16)), ["conv5_1"])
+    np.testing.assert_array_equal(a, saved)
