@@ -1,0 +1,817 @@
+"""Style transfer end to end: images in, a picture out, and the paper's experiments.
+
+Gatys, Ecker & Bethge (2015/2016) make a picture x that matches the *content* of a photograph p in
+a deep layer of VGG19 and the *style* of a painting a (the Gram matrices of several layers):
+
+    x* = argmin_x  alpha L_content(p, x) + beta L_style(a, x) [+ tv_weight L_tv(x)]
+
+over the pixels x themselves, with L-BFGS (here scipy's L-BFGS-B, whose box bounds keep every pixel
+a valid colour). This module puts the pieces together:
+
+    image.py     files -> (3, H, W) arrays in the weights' input space, and back
+    vgg.py       the network, built once per call
+    losses.py    the objective L(x) and its hand-written gradient
+    optimize.py  the optimizer that drives the pixels, with best-so-far, Ctrl-C and NaN handling
+
+and adds what a person running it needs: checks of every option *before* anything expensive runs,
+a memory estimate that refuses runs the machine cannot hold, progress, frames, and a `Result` with
+the image, the loss history and the timings.
+
+    result = stylize("photo.jpg", "painting.jpg", size=256)
+    result.image.save("out.png")
+
+The paper's other experiments:
+
+    reconstruct("photo.jpg", "conv4_2")                  # content reconstruction from white noise
+    texture("painting.jpg", ["conv1_1", "conv2_1"])      # style reconstruction from white noise
+    grid("photo.jpg", "painting.jpg")                    # Figure 3: style layers x alpha/beta ratios
+
+Everything the network touches (the net, the loss, x) lives on the chosen backend; only the flat
+vector of pixels crosses to scipy and back, once per evaluation.
+"""
+
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from handnst import image as _image
+from handnst.backend import canonical_backend, get_xp, to_device, to_host
+from handnst.errors import InputError, RunError
+from handnst.layers import padded_length
+from handnst.losses import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, StyleTransferLoss, parts_to_host
+from handnst.optimize import INIT_KINDS, METHODS, initial_image, make_progress, minimize
+from handnst.vgg import CONV_LAYERS, LAYER_ORDER, POOLINGS, canonical_layer, min_image_size, scale_of
+
+# ------------------------------------------------------------------------------------------ defaults
+#
+# Chosen from experiments with the real VGG19 weights (see the README, "Choosing the weights"):
+# starting from the content image, alpha = 1 and beta = 1e3 give a clearly stylized picture in which
+# the content stays recognizable within 300 L-BFGS-B iterations at 256 pixels (most of the change
+# happens in the first 100). The balance depends on the size: the content loss sums over the M
+# positions of conv4_2 while the style loss is normalised by M^2, so at twice the side (4x the
+# pixels) the same look needs about 4x the style weight.
+DEFAULT_SIZE = 256
+DEFAULT_ITERS = 300
+DEFAULT_INIT = "content"
+DEFAULT_CONTENT_WEIGHT = 1.0
+DEFAULT_STYLE_WEIGHT = 1e3
+DEFAULT_TV_WEIGHT = 0.0          # the paper has no TV term
+DEFAULT_TV_EXPONENT = 2.0
+DEFAULT_POOLING = "avg"          # the paper: "replacing the max-pooling by average pooling improves the gradient flow"
+DEFAULT_OPTIMIZER = "lbfgs"
+DEFAULT_DEVICE = "cpu"
+DEFAULT_SEED = 0
+
+# The paper's Figure 3: rows add one block's first convolution at a time, columns are alpha/beta.
+GRID_LAYER_SETS = tuple(DEFAULT_STYLE_LAYERS[:k] for k in range(1, len(DEFAULT_STYLE_LAYERS) + 1))
+GRID_RATIOS = (1e-5, 1e-4, 1e-3, 1e-2)
+
+# Memory: the fraction of the available memory a run may plan to use (the rest is the margin for
+# what the estimate does not see: allocator slack, Pillow, the operating system).
+MEMORY_FRACTION = 0.85
+# The interpreter with NumPy, SciPy and Pillow loaded, before any array of ours (measured: ~120 MB).
+HOST_BASELINE_BYTES = 150 * 2 ** 20
+LBFGS_HISTORY = 10   # scipy's default maxcor: pairs (s_k, y_k) kept
+
+
+@dataclass
+class Result:
+    """What stylize, reconstruct and texture return.
+
+    image:       the picture (PIL RGB), with the content's colours put back under preserve_color
+    array:       the final x, a host float32 array (3, H, W) in the network's input space
+    history:     one dict per iteration: iteration, evaluations, value, seconds, and the loss parts
+                 total, content, style, style_per_layer, tv (of the current iterate)
+    timings:     seconds (optimization), setup_seconds (images, network, targets),
+                 seconds_per_evaluation, seconds_per_iteration
+    iterations:  optimizer iterations completed
+    evaluations: objective evaluations (one forward and one backward pass each)
+    loss:        the parts of the final image: total, content, style, style_per_layer, tv
+    stopped:     why the optimizer stopped (see handnst.optimize.STOP_REASONS): "interrupted" after
+                 Ctrl-C and "nonfinite" after a NaN/Inf, both with the best image so far
+    message:     one sentence saying why it stopped
+    options:     the options of the run, resolved (JSON-friendly)
+    frames:      paths of the intermediate frames written (save_every with frame_dir)
+    """
+
+    image: object
+    array: np.ndarray
+    history: list
+    timings: dict
+    iterations: int
+    evaluations: int
+    loss: dict
+    stopped: str
+    message: str = ""
+    options: dict = field(default_factory=dict)
+    frames: list = field(default_factory=list)
+
+    @property
+    def size(self):
+        """(width, height) of the picture."""
+        return self.image.size
+
+    def report(self):
+        """The JSON report of the run: loss, counts, timings, size, options and a compact history."""
+        keys = ("total", "content", "style", "tv")
+        return {
+            "loss": self.loss,
+            "iterations": self.iterations,
+            "evaluations": self.evaluations,
+            "seconds": self.timings.get("seconds"),
+            "seconds_per_evaluation": self.timings.get("seconds_per_evaluation"),
+            "seconds_per_iteration": self.timings.get("seconds_per_iteration"),
+            "setup_seconds": self.timings.get("setup_seconds"),
+            "size": list(self.size),
+            "stopped": self.stopped,
+            "message": self.message,
+            "options": self.options,
+            "history": [{"iteration": h["iteration"], "evaluations": h["evaluations"],
+                         "seconds": h["seconds"], **{k: h[k] for k in keys if k in h}}
+                        for h in self.history],
+        }
+
+
+# --------------------------------------------------------------------------------------- validation
+#
+# Every option is checked here, before a weight is loaded or a pixel decoded, so that a typo costs
+# nothing. The messages say what was wrong and what would be right.
+
+def _positive_int(name, value, allow_none=False):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise InputError(f"{name} must be a positive whole number, not {value!r}")
+    return int(value)
+
+
+def _number(name, value, *, positive=False, allow_none=False):
+    if value is None and allow_none:
+        return None
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a number, not {value!r}") from None
+    if isinstance(value, bool) or not math.isfinite(v):
+        raise InputError(f"{name} must be a finite number, not {value!r}")
+    if v < 0 or (positive and v == 0):
+        raise InputError(f"{name} must be {'greater than 0' if positive else 'at least 0'}, not {value!r}")
+    return v
+
+
+def _layers(name, layers, allow_empty=False):
+    if isinstance(layers, str):
+        layers = [layers]
+    out = tuple(dict.fromkeys(canonical_layer(n) for n in layers))
+    if not out and not allow_empty:
+        raise InputError(f"give at least one {name} layer, e.g. conv4_2")
+    return out
+
+
+def _weights_list(name, weights, count, what):
+    if weights is None:
+        return None
+    if isinstance(weights, (int, float)):
+        weights = [weights]
+    weights = [_number(f"each {name}", w) for w in weights]
+    if len(weights) != count:
+        raise InputError(f"{len(weights)} {name}s given for {count} {what}: give exactly one per {what[:-1]}")
+    if sum(weights) <= 0:
+        raise InputError(f"the {name}s must not all be 0")
+    return weights
+
+
+def _init_kind(init):
+    """'content', 'noise', ... or a path: (kind, path or None). A path must be a readable file."""
+    if init is None:
+        return DEFAULT_INIT, None
+    if not isinstance(init, (str, os.PathLike)):
+        raise InputError(f"init must be one of {', '.join(k for k in INIT_KINDS if k != 'file')} "
+                         f"or an image path, not {type(init).__name__}")
+    text = os.fspath(init)
+    if text in INIT_KINDS and text != "file":
+        return text, None
+    if not os.path.exists(text):
+        raise InputError(f"--init {text!r} is neither one of {', '.join(k for k in INIT_KINDS if k != 'file')} "
+                         "nor an existing image file; check the spelling or the path")
+    return "file", text
+
+
+def _check_device(device):
+    backend = canonical_backend(device)
+    get_xp(backend)  # on 'gpu' without CuPy or a device: one clear InputError, before any work
+    return backend
+
+
+def _describe_input(obj):
+    if isinstance(obj, (str, os.PathLike)):
+        return os.fspath(obj)
+    return f"<{type(obj).__name__}>"
+
+
+# -------------------------------------------------------------------------------------------- memory
+
+def _layer_shapes(H, W, deepest):
+    """[(name, h, w, channels)] for every layer of VGG19 up to index `deepest` in LAYER_ORDER."""
+    channels = {name: cout for name, _, cout in CONV_LAYERS}
+    shapes, h, w, c = [], H, W, 3
+    for name in LAYER_ORDER[:deepest + 1]:
+        if name.startswith("conv"):
+            c = channels[name]
+        else:
+            h, w = h // 2, w // 2
+        shapes.append((name, h, w, c))
+    return shapes
+
+
+def memory_breakdown(size_hw, layers, backend="numpy", *, dtype="float32", optimizer="lbfgs", n_styles=1):
+    """The memory a run needs, in bytes, by what holds it (a dict; "total" is the sum).
+
+    size_hw: (H, W) of the largest image the network sees (the content, or a larger style image).
+    layers:  every layer the loss reads (content and style); the forward pass runs to the deepest.
+
+    maps:       the network keeps every map up to the deepest layer, padded channels-last:
+                sum over layers of padded_length(h, w) * channels
+    gradients:  the backward pass ping-pongs between two buffers per map shape
+    loss:       content targets P^l, Gram targets A^l (N_l x N_l), the gradients dL/dF^l of every
+                loss layer, and the temporaries of one layer (G - A, F^T (G - A))
+    weights:    all 16 convolutions (20 million numbers), plus a transient host copy while loading
+    images:     content, style(s), x, the best x, the gradient, the TV terms, im2col of conv1_1
+    optimizer:  L-BFGS-B works in float64 on the host: 2 m n for the m = 10 pairs (s_k, y_k) plus
+                about 12 n for x, g, bounds and work arrays (n = 3 H W); Adam keeps 2 moments
+    baseline:   the interpreter with NumPy and SciPy (host only)
+
+    On the GPU ("cupy"), everything but `optimizer` and `baseline` lives in device memory; the
+    dict then also has "device" and "host" subtotals.
+    """
+    backend = canonical_backend(backend)
+    H, W = (int(v) for v in size_hw)
+    item = np.dtype(dtype).itemsize
+    names = _layers("loss", layers)
+    deepest = max(LAYER_ORDER.index(n) for n in names)
+    shapes = _layer_shapes(H, W, deepest)
+    by_name = {name: (padded_length(h, w), c) for name, h, w, c in shapes}
+
+    map_shapes = [(padded_length(H, W), 3)] + list(by_name.values())
+    maps = sum(r * c for r, c in map_shapes)
+    gradients = 2 * sum(r * c for r, c in set(map_shapes))
+    loss = 0
+    temporaries = 0
+    for n in names:
+        rows, c = by_name[n]
+        loss += rows * c                    # dL/dF^l handed to the backward pass
+        loss += rows * c + c * c            # target P^l (content) or A^l (style); counted for both
+        temporaries = max(temporaries, 2 * rows * c + 2 * c * c)
+    loss += temporaries
+    n_weights = sum(9 * cin * cout + cout for _, cin, cout in CONV_LAYERS)
+    pixels = 3 * H * W
+    images = pixels * (5 + n_styles + 6) + 2 * H * (W + 2) * 27
+    parts = {
+        "maps": maps * item,
+        "gradients": gradients * item,
+        "loss": loss * item,
+        "weights": 2 * n_weights * 4,
+        "images": images * item,
+    }
+    if optimizer == "lbfgs":
+        host_opt = (2 * LBFGS_HISTORY + 12) * pixels * 8
+    else:
+        host_opt = 0
+        parts["images"] += 4 * pixels * item   # moments / velocity and the projected step
+    parts["optimizer"] = host_opt
+    parts["baseline"] = HOST_BASELINE_BYTES
+    total = sum(parts.values())
+    if backend == "cupy":
+        parts["device"] = total - host_opt - HOST_BASELINE_BYTES
+        parts["host"] = host_opt + HOST_BASELINE_BYTES
+    parts["total"] = total
+    return parts
+
+
+def estimate_memory(size_hw, layers, backend="numpy", **kwargs):
+    """Bytes a run at image size (H, W) with these loss layers needs (see memory_breakdown)."""
+    return memory_breakdown(size_hw, layers, backend, **kwargs)["total"]
+
+
+def available_memory(backend="numpy"):
+    """Bytes available for a run: MemAvailable on Linux (host), CuPy's free device memory (GPU).
+
+    None when it cannot be known (then no run is refused).
+    """
+    if canonical_backend(backend) == "cupy":
+        cupy = get_xp("cupy")
+        try:
+            free, _ = cupy.cuda.runtime.memGetInfo()
+            return int(free) + int(cupy.get_default_memory_pool().free_bytes())
+        except Exception:
+            return None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _gb(n):
+    return f"{n / 2 ** 30:.1f} GB" if n >= 2 ** 30 else f"{n / 2 ** 20:.0f} MB"
+
+
+def check_memory(size_hw, layers, backend="numpy", *, optimizer="lbfgs", n_styles=1, available=None,
+                 what="this run", size_option="--size"):
+    """Refuse (RunError) a run whose estimate exceeds the memory there is, naming a size that fits.
+
+    size_hw is the largest (H, W) the network will see. `available` overrides the measured memory
+    (bytes; a dict {"device", "host"} on the GPU), for tests.
+    """
+    backend = canonical_backend(backend)
+    H, W = size_hw
+    need = memory_breakdown(size_hw, layers, backend, optimizer=optimizer, n_styles=n_styles)
+    if backend == "cupy":
+        device_free = available["device"] if isinstance(available, dict) else available_memory("cupy")
+        host_free = available["host"] if isinstance(available, dict) else available_memory("numpy")
+        checks = [("GPU memory", need["device"], device_free, "device"), ("memory", need["host"], host_free, "host")]
+    else:
+        free = available if available is not None else available_memory("numpy")
+        checks = [("memory", need["total"], free, "total")]
+    for label, needed, free, key in checks:
+        if free is None or needed <= MEMORY_FRACTION * free:
+            continue
+        fits = _largest_fitting_size((H, W), layers, backend, key, MEMORY_FRACTION * free, optimizer, n_styles)
+        if fits is None:
+            hint = "free some memory or use a machine with more"
+        else:
+            hint = f"use {size_option} {fits} or smaller (or free some memory)"
+        raise RunError(f"{what} at {W}x{H} pixels needs about {_gb(needed)} of {label} (feature maps, "
+                       f"gradients, weights and optimizer history) but only {_gb(free)} is available; {hint}")
+    return need
+
+
+def _largest_fitting_size(size_hw, layers, backend, key, budget, optimizer, n_styles):
+    """Largest longer side (same aspect ratio) whose estimate fits `budget`, or None if none >= min size."""
+    H, W = size_hw
+    longer = max(H, W)
+    smallest = min_image_size(layers)
+
+    def shape_at(s):
+        return (max(1, round(H * s / longer)), max(1, round(W * s / longer)))
+
+    def fits(s):
+        return memory_breakdown(shape_at(s), layers, backend, optimizer=optimizer, n_styles=n_styles)[key] <= budget
+
+    lo, hi = smallest, longer
+    if min(shape_at(lo)) < smallest:
+        lo = math.ceil(smallest * longer / min(H, W))
+    if lo > longer or not fits(lo):
+        return None
+    while lo < hi:               # the estimate grows with the size: bisect on the longer side
+        mid = (lo + hi + 1) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def check_min_size(img_size, layers, what, size_option="--size"):
+    """InputError when an image (width, height) is too small for the deepest layer, saying the minimum."""
+    if not layers:
+        return
+    width, height = img_size
+    need = min_image_size(layers)
+    if min(width, height) >= need:
+        return
+    deepest = max(layers, key=scale_of)
+    poolings = int(math.log2(need))
+    needed_longer = math.ceil(need * max(width, height) / min(width, height))
+    raise InputError(
+        f"the {what} image is {width}x{height} pixels but layer {deepest} needs at least {need}x{need}: "
+        f"it sees the image through {poolings} poolings, each halving it; use {size_option} "
+        f"{needed_longer} or more, or shallower layers")
+
+
+# ------------------------------------------------------------------------------------------ running
+
+def _load_resized(obj, size, what):
+    try:
+        img = _image.load_image(obj)
+    except InputError as exc:
+        raise InputError(f"{what}: {exc}") from None
+    return _image.resize_longer(img, size)
+
+
+def _frame_writer(save_every, frame_dir, on_frame, convention, colour_source, ext=".png"):
+    """A function(info) that turns every save_every-th iterate into a picture; None if not asked."""
+    if save_every is None:
+        return None, []
+    written = []
+    if frame_dir is not None:
+        if not os.path.isdir(frame_dir):
+            raise InputError(f"the frame folder {os.fspath(frame_dir)!r} does not exist; create it first")
+        _image.check_output_path(os.path.join(frame_dir, "frame_0000" + ext))
+
+    def write(info):
+        iteration = info["iteration"]
+        if iteration % save_every:
+            return None
+        picture = _image.deprocess(info["x"], convention)
+        if colour_source is not None:
+            picture = _image.restore_chrominance(picture, colour_source)
+        if frame_dir is not None:
+            path = os.path.join(frame_dir, f"frame_{iteration:04d}{ext}")
+            _image.save_image(picture, path)   # atomic: a frame is complete or absent
+            written.append(path)
+        if on_frame is not None:
+            on_frame(iteration, picture)
+        return None
+
+    return write, written
+
+
+def _run(*, content_img, style_imgs, content_layers, style_layers, size_hw, options, net=None,
+         callback=None, progress=False, save_every=None, frame_dir=None, on_frame=None,
+         colour_source=None, init_img=None, what="style transfer", log=None):
+    """The common core: network, loss, bounds, initial image, optimization, picture.
+
+    content_img / style_imgs are host PIL images already resized (content None for texture, styles
+    [] for reconstruction); size_hw is the output's (H, W). `options` holds the validated options.
+    """
+    t_setup = time.perf_counter()
+    backend = options["device_backend"]
+    if log is not None:
+        # Everything has been checked by now: this line is never followed by an input error.
+        H, W = size_hw
+        log(f"{what} at {W}x{H} pixels: {options['iters']} {options['optimizer']} iterations on the "
+            f"{options['device']} (Ctrl-C stops early and keeps the best image so far)")
+    if net is None:
+        from handnst.vgg import load_vgg19
+        net = load_vgg19(options.get("weights"), pooling=options["pooling"], backend=backend)
+    convention = net.convention
+    xp = net.xp
+
+    def to_net(img):
+        return to_device(_image.preprocess(img, None, convention), net.backend)
+
+    content = to_net(content_img) if content_img is not None else None
+    styles = [to_net(s) for s in style_imgs]
+    loss = StyleTransferLoss(
+        net, content, styles if styles else None,
+        content_layers=content_layers, style_layers=style_layers,
+        style_layer_weights=options.get("style_layer_weights"),
+        alpha=options["content_weight"], beta=options["style_weight"],
+        tv_weight=options["tv_weight"], tv_exponent=options["tv_exponent"],
+        style_blend_weights=options.get("style_blend_weights"))
+
+    lo, hi = _image.pixel_bounds(convention)
+    bounds = (lo.reshape(3, 1, 1), hi.reshape(3, 1, 1))   # one box per channel, broadcast over pixels
+    H, W = size_hw
+    # The shape carrier for initial_image: the content, or (texture) an array of the output's shape.
+    carrier = content if content is not None else xp.zeros((3, H, W), dtype=net.dtype)
+    file_array = to_net(init_img) if init_img is not None else None
+    x0 = initial_image(options["init_kind"], carrier, styles[0] if styles else None,
+                       seed=options["seed"], bounds=bounds, file_array=file_array)
+    setup_seconds = time.perf_counter() - t_setup
+
+    frame_fn, frames = _frame_writer(save_every, frame_dir, on_frame, convention, colour_source)
+    bar = None
+    if progress:
+        bar = progress if callable(progress) and not isinstance(progress, bool) else \
+            make_progress(options["iters"], enabled=True)
+
+    def per_iteration(info):
+        if bar is not None:
+            bar(info)
+        if frame_fn is not None:
+            frame_fn(info)
+        if callback is not None:
+            return callback(info)
+        return None
+
+    try:
+        res = minimize(loss, x0, method=options["optimizer"], iters=options["iters"], bounds=bounds,
+                       lr=options["lr"], seed=options["seed"], callback=per_iteration,
+                       parts=lambda _x: parts_to_host(loss.last_parts))
+    finally:
+        if bar is not None and hasattr(bar, "close"):
+            bar.close()
+
+    stopped, message = res.stopped, res.message
+    try:
+        final = parts_to_host(loss.parts(res.x)) if math.isfinite(res.value) else None
+    except KeyboardInterrupt:
+        # Ctrl-C during the last forward pass: the run is over anyway; report the last known parts.
+        final, stopped = None, "interrupted"
+        message = message or "interrupted while measuring the final loss"
+    if final is None:
+        final = {k: v for k, v in (res.history[-1] if res.history else {}).items()
+                 if k in ("total", "content", "style", "style_per_layer", "tv")}
+        final.setdefault("total", res.value)
+    array = to_host(res.x).astype(np.float32)
+    picture = _image.deprocess(array, convention)
+    if colour_source is not None:
+        picture = _image.restore_chrominance(picture, colour_source)
+    evaluations = max(res.evaluations, 1)
+    timings = {
+        "seconds": res.seconds,
+        "setup_seconds": setup_seconds,
+        "seconds_per_evaluation": res.seconds / evaluations,
+        "seconds_per_iteration": res.seconds / max(res.iterations, 1),
+    }
+    public = {k: v for k, v in options.items() if k not in ("device_backend", "init_kind")}
+    return Result(image=picture, array=array, history=res.history, timings=timings,
+                  iterations=res.iterations, evaluations=res.evaluations, loss=final, stopped=stopped,
+                  message=message, options=public, frames=frames)
+
+
+def _common_options(*, iters, init, seed, content_weight, style_weight, tv_weight, tv_exponent, pooling,
+                    optimizer, lr, device, weights):
+    """Validate the options every command shares; return them as a dict (device checked last)."""
+    if optimizer not in METHODS:
+        raise InputError(f"unknown optimizer {optimizer!r}: use one of {', '.join(METHODS)}")
+    if pooling not in POOLINGS:
+        raise InputError(f"unknown pooling {pooling!r}: use 'avg' (the paper's choice) or 'max'")
+    kind, init_path = _init_kind(init)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InputError(f"the seed must be a whole number >= 0, not {seed!r}")
+    opts = {
+        "iters": _positive_int("the number of iterations", iters),
+        "init": init_path if init_path is not None else kind,
+        "init_kind": kind,
+        "seed": int(seed),
+        "content_weight": _number("the content weight", content_weight),
+        "style_weight": _number("the style weight", style_weight),
+        "tv_weight": _number("the total-variation weight", tv_weight),
+        "tv_exponent": _number("the total-variation exponent", tv_exponent, positive=True),
+        "pooling": pooling,
+        "optimizer": optimizer,
+        "lr": _number("the learning rate", lr, positive=True, allow_none=True),
+    }
+    if opts["tv_exponent"] < 1:
+        raise InputError(f"the total-variation exponent must be at least 1 (2 is usual), not {tv_exponent!r}")
+    if weights is not None:
+        from handnst.weights import find_weights
+        opts["weights"] = find_weights(weights)   # a named file that does not exist: a clear error now
+    else:
+        opts["weights"] = None
+    opts["device"] = "gpu" if canonical_backend(device) == "cupy" else "cpu"
+    opts["device_backend"] = _check_device(device)
+    return opts
+
+
+def _load_init(opts, size_wh, what="init"):
+    """The --init FILE image, resized to exactly the output's (width, height); None for the named kinds."""
+    if opts["init_kind"] != "file":
+        return None
+    img = _load_resized(opts["init"], None, f"the {what} image {opts['init']!r}")
+    if img.size != tuple(size_wh):
+        img = img.resize(tuple(size_wh), _image.Image.Resampling.LANCZOS)
+    return img
+
+
+def stylize(content, style, *, size=DEFAULT_SIZE, style_size=None, iters=DEFAULT_ITERS, init=DEFAULT_INIT,
+            seed=DEFAULT_SEED, content_weight=DEFAULT_CONTENT_WEIGHT, style_weight=DEFAULT_STYLE_WEIGHT,
+            tv_weight=DEFAULT_TV_WEIGHT, tv_exponent=DEFAULT_TV_EXPONENT,
+            content_layers=DEFAULT_CONTENT_LAYERS, style_layers=DEFAULT_STYLE_LAYERS,
+            style_layer_weights=None, style_blend_weights=None, pooling=DEFAULT_POOLING,
+            optimizer=DEFAULT_OPTIMIZER, lr=None, device=DEFAULT_DEVICE, weights=None, preserve_color=False,
+            callback=None, progress=False, save_every=None, frame_dir=None, on_frame=None, net=None,
+            memory_check=True, log=None):
+    """Paint `content` in the style of `style`: the paper's main experiment. Returns a Result.
+
+    content:  image path, PIL image or uint8/float array (H, W, 3)
+    style:    the same, or a list of them (their Gram matrices are blended with style_blend_weights,
+              equal by default)
+    size:     longer side of the content (and the output) in pixels, None to keep it as it is
+    style_size: longer side of the style image(s); default: the same as `size`
+    iters:    optimizer iterations (L-BFGS-B: each needs one or a few evaluations)
+    init:     "content", "noise" (white noise, as in the paper), "content+noise", "style", or an image path
+    seed:     seed of the noise inits; the same seed gives the same result bit for bit on one backend
+    content_weight, style_weight: alpha and beta of the paper; tv_weight, tv_exponent: optional smoothness
+    content_layers, style_layers, style_layer_weights: the paper's conv4_2 and conv1_1..conv5_1 at 1/5 each
+    pooling:  "avg" (the paper) or "max"; optimizer: "lbfgs" (default), "adam", "sgd" or "sign"; lr for those
+    device:   "cpu" (NumPy) or "gpu" (CuPy); weights: a VGG19 weights file (default: found, or fetched)
+    preserve_color: transfer on luminance only and keep the content's colours (Gatys et al. 2016)
+    callback: callback(info) after every iteration (see handnst.optimize.minimize); True stops the run
+    progress: True for a progress bar on stderr (or any callable taking the same info)
+    save_every, frame_dir, on_frame: every save_every iterations, the current picture is written to
+              frame_dir/frame_0010.png (atomically) and/or passed to on_frame(iteration, image)
+    net:      an already built VGG19 to reuse (its pooling and backend then win)
+    memory_check: refuse runs whose memory estimate exceeds the available memory (RunError)
+    log:      log(line) is called once all checks have passed, just before the network is built
+
+    Every option is checked before the network is loaded. Ctrl-C and NaN/Inf do not raise: the
+    Result then holds the best image so far and `stopped` says "interrupted" or "nonfinite".
+    """
+    if content is None:
+        raise InputError("stylize needs a content image; for texture synthesis use texture()")
+    styles_in = list(style) if isinstance(style, (list, tuple)) else [style]
+    if not styles_in or any(s is None for s in styles_in):
+        raise InputError("stylize needs at least one style image")
+    size = _positive_int("--size", size, allow_none=True)
+    style_size = _positive_int("--style-size", style_size, allow_none=True)
+    content_layers = _layers("content", content_layers, allow_empty=True)
+    style_layers = _layers("style", style_layers, allow_empty=True)
+    if not content_layers and not style_layers:
+        raise InputError("give content layers, style layers, or both")
+    style_layer_weights = _weights_list("style layer weight", style_layer_weights, len(style_layers), "style layers")
+    style_blend_weights = _weights_list("style blend weight", style_blend_weights, len(styles_in), "style images")
+    if save_every is not None:
+        save_every = _positive_int("--save-every", save_every)
+    opts = _common_options(iters=iters, init=init, seed=seed, content_weight=content_weight,
+                           style_weight=style_weight, tv_weight=tv_weight, tv_exponent=tv_exponent,
+                           pooling=pooling if net is None else net.pooling, optimizer=optimizer, lr=lr,
+                           device=device if net is None else net.backend, weights=weights)
+
+    # Images, on the host: decoded and checked before the network exists.
+    content_img = _load_resized(content, size, "content image")
+    style_imgs = [_load_resized(s, style_size or size, "style image") for s in styles_in]
+    check_min_size(content_img.size, content_layers + style_layers, "content")
+    for s in style_imgs:
+        check_min_size(s.size, style_layers, "style", "--style-size")
+    init_img = _load_init(opts, content_img.size)
+    colour_source = None
+    if preserve_color:
+        colour_source = content_img
+        style_imgs = [_image.match_luminance(s, content_img) for s in style_imgs]
+        content_img = _image.luminance_image(content_img)
+        if init_img is not None:
+            init_img = _image.luminance_image(init_img)
+    W, H = content_img.size
+    if memory_check:
+        largest = max([(H, W)] + [(s.size[1], s.size[0]) for s in style_imgs], key=lambda hw: hw[0] * hw[1])
+        check_memory(largest, content_layers + style_layers, opts["device_backend"],
+                     optimizer=opts["optimizer"], n_styles=len(style_imgs), what="this stylization")
+
+    opts.update({
+        "content": _describe_input(content), "styles": [_describe_input(s) for s in styles_in],
+        "size": size, "style_size": style_size, "content_layers": list(content_layers),
+        "style_layers": list(style_layers), "style_layer_weights": style_layer_weights,
+        "style_blend_weights": style_blend_weights, "preserve_color": bool(preserve_color),
+        "save_every": save_every,
+    })
+    return _run(content_img=content_img, style_imgs=style_imgs, content_layers=content_layers,
+                style_layers=style_layers, size_hw=(H, W), options=opts, net=net, callback=callback,
+                progress=progress, save_every=save_every, frame_dir=frame_dir, on_frame=on_frame,
+                colour_source=colour_source, init_img=init_img, what="stylization", log=log)
+
+
+def reconstruct(image, layer="conv4_2", *, size=DEFAULT_SIZE, iters=DEFAULT_ITERS, init="noise", seed=DEFAULT_SEED,
+                tv_weight=DEFAULT_TV_WEIGHT, tv_exponent=DEFAULT_TV_EXPONENT, pooling=DEFAULT_POOLING,
+                optimizer=DEFAULT_OPTIMIZER, lr=None, device=DEFAULT_DEVICE, weights=None, callback=None,
+                progress=False, save_every=None, frame_dir=None, on_frame=None, net=None, memory_check=True,
+                log=None):
+    """Content reconstruction (the paper's Figure 1, bottom row): the image whose `layer` responses
+    match those of `image`, found from white noise. Lower layers give back the pixels almost exactly;
+    higher layers keep the objects and their arrangement but lose the exact pixel values.
+
+    `layer` may also be a list (their content losses add up). Other options as in stylize.
+    """
+    size = _positive_int("--size", size, allow_none=True)
+    layers = _layers("content", layer)
+    if save_every is not None:
+        save_every = _positive_int("--save-every", save_every)
+    if init in ("style",):
+        raise InputError("reconstruct has no style image: use --init noise (the paper), content, or an image path")
+    opts = _common_options(iters=iters, init=init, seed=seed, content_weight=1.0, style_weight=0.0,
+                           tv_weight=tv_weight, tv_exponent=tv_exponent,
+                           pooling=pooling if net is None else net.pooling, optimizer=optimizer, lr=lr,
+                           device=device if net is None else net.backend, weights=weights)
+    img = _load_resized(image, size, "image")
+    check_min_size(img.size, layers, "input")
+    init_img = _load_init(opts, img.size)
+    W, H = img.size
+    if memory_check:
+        check_memory((H, W), layers, opts["device_backend"], optimizer=opts["optimizer"], n_styles=0,
+                     what="this reconstruction")
+    opts.update({"image": _describe_input(image), "size": size, "content_layers": list(layers),
+                 "style_layers": [], "save_every": save_every})
+    return _run(content_img=img, style_imgs=[], content_layers=layers, style_layers=(), size_hw=(H, W),
+                options=opts, net=net, callback=callback, progress=progress, save_every=save_every,
+                frame_dir=frame_dir, on_frame=on_frame, init_img=init_img, what="reconstruction",
+                log=log)
+
+
+def texture(style, layers=DEFAULT_STYLE_LAYERS, *, size=DEFAULT_SIZE, iters=DEFAULT_ITERS, init="noise",
+            seed=DEFAULT_SEED, style_layer_weights=None, tv_weight=DEFAULT_TV_WEIGHT,
+            tv_exponent=DEFAULT_TV_EXPONENT, pooling=DEFAULT_POOLING, optimizer=DEFAULT_OPTIMIZER, lr=None,
+            device=DEFAULT_DEVICE, weights=None, callback=None, progress=False, save_every=None, frame_dir=None,
+            on_frame=None, net=None, memory_check=True, log=None):
+    """Style reconstruction / texture synthesis (the paper's Figure 1, top row): an image, from white
+    noise, whose Gram matrices at `layers` match those of `style`. With conv1_1 alone only colours
+    and fine grain survive; adding deeper layers brings larger and larger structures of the style.
+
+    The output has the style image's shape at `size`. Other options as in stylize.
+    """
+    if style is None:
+        raise InputError("texture needs a style image")
+    size = _positive_int("--size", size, allow_none=True)
+    layers = _layers("style", layers)
+    style_layer_weights = _weights_list("style layer weight", style_layer_weights, len(layers), "style layers")
+    if save_every is not None:
+        save_every = _positive_int("--save-every", save_every)
+    if init in ("content", "content+noise"):
+        raise InputError("texture has no content image: use --init noise (the paper), style, or an image path")
+    opts = _common_options(iters=iters, init=init, seed=seed, content_weight=0.0, style_weight=1.0,
+                           tv_weight=tv_weight, tv_exponent=tv_exponent,
+                           pooling=pooling if net is None else net.pooling, optimizer=optimizer, lr=lr,
+                           device=device if net is None else net.backend, weights=weights)
+    img = _load_resized(style, size, "style image")
+    check_min_size(img.size, layers, "style")
+    init_img = _load_init(opts, img.size)
+    W, H = img.size
+    if memory_check:
+        check_memory((H, W), layers, opts["device_backend"], optimizer=opts["optimizer"], what="this texture")
+    opts.update({"style": _describe_input(style), "size": size, "content_layers": [],
+                 "style_layers": list(layers), "style_layer_weights": style_layer_weights,
+                 "save_every": save_every})
+    return _run(content_img=None, style_imgs=[img], content_layers=(), style_layers=layers, size_hw=(H, W),
+                options=opts, net=net, callback=callback, progress=progress, save_every=save_every,
+                frame_dir=frame_dir, on_frame=on_frame, init_img=init_img, what="texture", log=log)
+
+
+def grid(content, style, *, ratios=GRID_RATIOS, layer_sets=GRID_LAYER_SETS, size=128, iters=100, init="noise",
+         seed=DEFAULT_SEED, content_layers=DEFAULT_CONTENT_LAYERS, tv_weight=DEFAULT_TV_WEIGHT,
+         pooling=DEFAULT_POOLING, optimizer=DEFAULT_OPTIMIZER, lr=None, device=DEFAULT_DEVICE, weights=None,
+         title=None, on_cell=None, progress=False, results=None, log=None):
+    """The paper's Figure 3 as one labelled PIL image.
+
+    Rows: the style layer sets {conv1_1}, {conv1_1, conv2_1}, ..., {conv1_1 ... conv5_1} (each layer
+    weighted equally within its set). Columns: alpha/beta ratios (content_weight = 1, style_weight =
+    1 / ratio). Every cell starts from the same image (white noise with `seed`, as in the paper), so
+    the cells differ only by the objective. The network is built once for the whole grid.
+
+    on_cell(row, column, result) is called after each cell; `results`, if a list, receives every
+    Result; log(line) is called once the checks have passed. With the defaults (20 cells of 128 pixels, 100 iterations) it takes a while on a CPU.
+    """
+    try:
+        ratios = [float(r) for r in ratios]
+    except (TypeError, ValueError):
+        raise InputError(f"the ratios must be numbers, not {ratios!r}") from None
+    if not ratios or any(not (math.isfinite(r) and r > 0) for r in ratios):
+        raise InputError(f"every alpha/beta ratio must be a positive finite number, not {ratios!r}")
+    layer_sets = [_layers("style", s) for s in layer_sets]
+    if not layer_sets:
+        raise InputError("give at least one set of style layers")
+    size = _positive_int("--size", size, allow_none=True)
+    content_layers = _layers("content", content_layers)
+    opts = _common_options(iters=iters, init=init, seed=seed, content_weight=1.0, style_weight=1.0,
+                           tv_weight=tv_weight, tv_exponent=DEFAULT_TV_EXPONENT, pooling=pooling,
+                           optimizer=optimizer, lr=lr, device=device, weights=weights)
+    # Check the images and the memory once, for the deepest layers used, before building the network.
+    content_img = _load_resized(content, size, "content image")
+    style_img = _load_resized(style, size, "style image")
+    all_layers = tuple(dict.fromkeys(content_layers + tuple(n for s in layer_sets for n in s)))
+    check_min_size(content_img.size, all_layers, "content")
+    check_min_size(style_img.size, tuple(n for s in layer_sets for n in s), "style")
+    W, H = content_img.size
+    largest = max([(H, W), (style_img.size[1], style_img.size[0])], key=lambda hw: hw[0] * hw[1])
+    check_memory(largest, all_layers, opts["device_backend"], optimizer=opts["optimizer"], what="this grid")
+
+    total = len(layer_sets) * len(ratios)
+    if log is not None:
+        log(f"grid of {total} stylizations at {W}x{H} pixels, {opts['iters']} {opts['optimizer']} iterations "
+            f"each, on the {opts['device']}")
+    from handnst.vgg import load_vgg19
+    net = load_vgg19(opts["weights"], pooling=opts["pooling"], backend=opts["device_backend"])
+    cells = []
+    for r, layers in enumerate(layer_sets):
+        row = []
+        for c, ratio in enumerate(ratios):
+            res = stylize(content_img, style_img, size=None, iters=opts["iters"], init=opts["init"], seed=opts["seed"],
+                          content_weight=1.0, style_weight=1.0 / ratio, tv_weight=opts["tv_weight"],
+                          content_layers=content_layers, style_layers=layers, optimizer=opts["optimizer"],
+                          lr=opts["lr"], net=net, memory_check=False,
+                          progress=progress)
+            res.options.update({"row": r, "column": c, "ratio": ratio})
+            row.append(res.image)
+            if results is not None:
+                results.append(res)
+            if on_cell is not None:
+                on_cell(r, c, res)
+            if res.stopped in ("interrupted",):
+                raise KeyboardInterrupt
+        cells.append(row)
+    row_labels = [_set_label(s) for s in layer_sets]
+    col_labels = [f"alpha/beta\n= {r:g}" for r in ratios]
+    if title is None:
+        title = f"style layers (rows) x content/style ratio (columns), {total} runs of {opts['iters']} iterations"
+    return _image.make_grid(cells, row_labels, col_labels, title=title)
+
+
+def _set_label(layers):
+    if len(layers) == 1:
+        return layers[0]
+    return f"{layers[0]}\n..{layers[-1]}"
+
+
+__all__ = ["Result", "stylize", "reconstruct", "texture", "grid", "estimate_memory", "memory_breakdown",
+           "available_memory", "check_memory", "check_min_size", "GRID_LAYER_SETS", "GRID_RATIOS"]
