@@ -29,7 +29,9 @@ How it is measured (`bench_size`): per size, the objective the stylize command u
 (content conv4_2, style conv1_1 ... conv5_1, average pooling) is built on random content, style and
 input images of that size; after `warmup` evaluations, `repeat` times: one timed value-and-gradient
 evaluation `loss(x)`, then one timed forward-only evaluation `loss.value(x)`. The backward time is the
-difference of the two in each round. The values of the weights do not change the speed, so random
+difference of the two in each round ("forward" thus includes the loss values, "backward" the loss
+gradients). The GEMM rate is measured in the same process right before and right after those
+evaluations (their mean is used), through `handnst.backend.gemm`, the call the convolutions make. The values of the weights do not change the speed, so random
 weights are used when no weights file is found (the report says which).
 
 Memory: each size runs in a fresh Python process, so the peak resident set size (ru_maxrss, which
@@ -306,6 +308,10 @@ def bench_size(width, height, *, backend="numpy", dtype="float32", weights="rand
     for _ in range(warmup):
         loss(x)
     synchronize(xp)
+    # The GEMM yardstick is measured right before and right after the timed evaluations, in this same
+    # process, so that the ratio compares like with like even when the machine's speed drifts.
+    gemm_shapes = {"square": reference_gemm_shape(backend), "conv_like": conv_like_gemm_shape(width, height)}
+    gemm_before = {k: measure_gemm(*shape, backend, dtype) for k, shape in gemm_shapes.items()}
     total, forward = [], []
     for _ in range(repeat):
         t0 = time.perf_counter()
@@ -319,9 +325,13 @@ def bench_size(width, height, *, backend="numpy", dtype="float32", weights="rand
         forward.append(t2 - t1)
         del grad
     backward = [max(t - f, 0.0) for t, f in zip(total, forward)]
+    gemm_after = {k: measure_gemm(*shape, backend, dtype) for k, shape in gemm_shapes.items()}
+    gemm_rates = {k: {"shape": list(gemm_shapes[k]), "gflops_before": gemm_before[k], "gflops_after": gemm_after[k],
+                      "gflops": 0.5 * (gemm_before[k] + gemm_after[k])} for k in gemm_shapes}
 
     flops = objective_flops(width, height)
     median = statistics.median(total)
+    gflops = flops["total"] / median / 1e9
     megapixels = width * height / 1e6
     memory = _memory_now(xp)
     memory["baseline_rss_bytes"] = memory_start["peak_rss_bytes"]
@@ -331,8 +341,13 @@ def bench_size(width, height, *, backend="numpy", dtype="float32", weights="rand
         "repeat": repeat, "warmup": warmup, "loss_value": float(value),
         "flops": flops,
         "seconds": _stats(total), "forward_seconds": _stats(forward), "backward_seconds": _stats(backward),
-        "gflops": flops["total"] / median / 1e9,
+        "gflops": gflops,
         "forward_gflops": flops["forward"] / statistics.median(forward) / 1e9,
+        "gemm": gemm_rates,
+        "gemm_gflops": gemm_rates["square"]["gflops"],
+        "ratio_to_gemm": gflops / gemm_rates["square"]["gflops"],
+        "conv_gemm_gflops": gemm_rates["conv_like"]["gflops"],
+        "ratio_to_conv_gemm": gflops / gemm_rates["conv_like"]["gflops"],
         "seconds_per_megapixel": median / megapixels,
         "setup_seconds": setup_seconds,
         "memory": memory,
@@ -411,25 +426,15 @@ def run_benchmark(sizes=DEFAULT_SIZES, *, device="cpu", dtype="float32", repeat=
 
     routine = gemm_name(dtype)
     square = reference_gemm_shape(backend)
-    gemm_results = [{"shape": list(square), "what": "square", "gflops": measure_gemm(*square, backend, dtype)}]
-    log(f"bench: {routine} {square[0]}x{square[1]}x{square[2]}: {gemm_results[0]['gflops']:.1f} GFLOP/s")
-    reference = gemm_results[0]["gflops"]
 
     results = []
     for width, height in sizes:
         spec = dict(backend=backend, dtype=dtype, weights=weights_arg, repeat=repeat, warmup=warmup)
         result = bench_size_isolated(width, height, **spec) if isolate else bench_size(width, height, **spec)
-        conv_shape = conv_like_gemm_shape(width, height)
-        conv_gflops = measure_gemm(*conv_shape, backend, dtype)
-        gemm_results.append({"shape": list(conv_shape), "what": f"conv3_x tap at {result['size']}",
-                             "gflops": conv_gflops})
-        result["gemm_gflops"] = reference
-        result["ratio_to_gemm"] = result["gflops"] / reference
-        result["conv_gemm_gflops"] = conv_gflops
-        result["ratio_to_conv_gemm"] = result["gflops"] / conv_gflops
         results.append(result)
         log(f"bench: {result['size']}: {result['seconds']['median']:.3f} s per evaluation, "
-            f"{result['gflops']:.1f} GFLOP/s = {100 * result['ratio_to_gemm']:.0f}% of {routine}")
+            f"{result['gflops']:.1f} GFLOP/s = {100 * result['ratio_to_gemm']:.0f}% of {routine} "
+            f"({result['gemm_gflops']:.1f} GFLOP/s)")
 
     per_pixel = [r["seconds_per_megapixel"] for r in results]
     largest = max(results, key=lambda r: r["megapixels"])
@@ -442,7 +447,8 @@ def run_benchmark(sizes=DEFAULT_SIZES, *, device="cpu", dtype="float32", repeat=
         "objective": {"content_layers": list(DEFAULT_CONTENT_LAYERS), "style_layers": list(DEFAULT_STYLE_LAYERS),
                       "pooling": "avg", "alpha": 1.0, "beta": 1e3, "tv_weight": 0.0},
         "repeat": repeat, "warmup": warmup, "isolated": bool(isolate),
-        "gemm": gemm_results, "gemm_gflops": reference,
+        "gemm_square_shape": list(square),
+        "gemm_gflops": statistics.median(r["gemm_gflops"] for r in results),
         "sizes": results,
         "cost_per_pixel_spread": max(per_pixel) / min(per_pixel) - 1.0,
         "memory_note": ("peak RSS of a fresh process per size" if isolate else
@@ -480,18 +486,19 @@ def format_report(report):
     lines.append(f"backend: {report['backend']}, {report['dtype']}; {report['weights']}")
     lines.append("objective: content conv4_2, style conv1_1..conv5_1, average pooling; "
                  f"{report['warmup']} warm-up, {report['repeat']} timed evaluations per size")
-    for g in report["gemm"]:
-        lines.append(f"{routine} {'x'.join(str(d) for d in g['shape']):>16s} ({g['what']}): {g['gflops']:8.1f} GFLOP/s")
+    sq = "x".join(str(d) for d in report["gemm_square_shape"])
+    lines.append(f"{routine} {sq}: {report['gemm_gflops']:.1f} GFLOP/s (median over sizes; each size measures it "
+                 "right before and after its timings, in its own process)")
     gpu = report["backend"] == "cupy"
     header = (f"{'size':>9s} {'GFLOP':>7s} {'s/eval':>7s} {'min':>7s} {'max':>7s} {'fwd s':>7s} {'bwd s':>7s} "
-              f"{'GFLOP/s':>8s} {'%' + routine:>7s} {'%conv':>6s} {'s/Mpx':>7s} {'vs big':>6s} "
+              f"{'GFLOP/s':>8s} {routine:>7s} {'%' + routine:>7s} {'%conv':>6s} {'s/Mpx':>7s} {'vs big':>6s} "
               f"{'RSS MiB':>8s}" + (f" {'pool MiB':>8s}" if gpu else ""))
     lines += ["", header, "-" * len(header)]
     for r in report["sizes"]:
         s = r["seconds"]
         row = (f"{r['size']:>9s} {r['flops']['total'] / 1e9:7.1f} {s['median']:7.3f} {s['min']:7.3f} {s['max']:7.3f} "
                f"{r['forward_seconds']['median']:7.3f} {r['backward_seconds']['median']:7.3f} "
-               f"{r['gflops']:8.1f} {100 * r['ratio_to_gemm']:6.0f}% {100 * r['ratio_to_conv_gemm']:5.0f}% "
+               f"{r['gflops']:8.1f} {r['gemm_gflops']:7.1f} {100 * r['ratio_to_gemm']:6.0f}% {100 * r['ratio_to_conv_gemm']:5.0f}% "
                f"{r['seconds_per_megapixel']:7.2f} {r['cost_per_pixel_vs_largest']:6.2f} "
                f"{_mib(r['memory']['peak_rss_bytes']):>8s}")
         if gpu:
@@ -501,7 +508,9 @@ def format_report(report):
         "",
         f"cost per pixel: spread {100 * report['cost_per_pixel_spread']:.0f}% across sizes (max/min - 1; "
         "'vs big' is s/Mpx relative to the largest size)",
-        f"%{routine}: achieved GFLOP/s over the square {routine} above; %conv: over the conv3_x-shaped one at that size",
+        f"{routine}: GFLOP/s of the square {routine} {sq} measured with that size (mean of before and after); "
+        f"%{routine}: achieved GFLOP/s over it; %conv: over a {routine} shaped like one conv3_x tap product "
+        "at that size",
         "FLOPs: 3x3 convolutions up to conv5_1 forward and backward (dL/dinput only) plus the Gram "
         "matrices and their gradients; bias, ReLU, pooling and padding columns not counted",
         f"memory: {report['memory_note']}",

@@ -130,12 +130,12 @@ def test_conv_like_shape_is_the_padded_conv3_product():
 # ---------------------------------------------------------------------------------------- CLI
 
 SIZE_FIELDS = {"size", "width", "height", "megapixels", "flops", "seconds", "forward_seconds", "backward_seconds",
-               "gflops", "gemm_gflops", "ratio_to_gemm", "conv_gemm_gflops", "ratio_to_conv_gemm",
+               "gflops", "gemm", "gemm_gflops", "ratio_to_gemm", "conv_gemm_gflops", "ratio_to_conv_gemm",
                "seconds_per_megapixel", "cost_per_pixel_vs_largest", "memory", "weights", "backend", "dtype"}
 
 
 def _check_report(report, sizes):
-    assert {"machine", "backend", "dtype", "gemm", "gemm_gflops", "sizes", "cost_per_pixel_spread", "weights",
+    assert {"machine", "backend", "dtype", "gemm_square_shape", "gemm_gflops", "sizes", "cost_per_pixel_spread", "weights",
             "objective"} <= set(report)
     assert report["machine"]["cpu"] and report["machine"]["cores"] >= 1
     assert report["gemm_gflops"] > 0
@@ -149,7 +149,11 @@ def _check_report(report, sizes):
         assert r["forward_seconds"]["median"] > 0 and r["backward_seconds"]["median"] >= 0
         # the derived numbers are consistent with the measured ones
         assert r["gflops"] == pytest.approx(r["flops"]["total"] / s["median"] / 1e9)
-        assert r["ratio_to_gemm"] == pytest.approx(r["gflops"] / report["gemm_gflops"])
+        assert r["ratio_to_gemm"] == pytest.approx(r["gflops"] / r["gemm_gflops"])
+        assert r["ratio_to_conv_gemm"] == pytest.approx(r["gflops"] / r["conv_gemm_gflops"])
+        assert r["gemm"]["square"]["shape"] == report["gemm_square_shape"]
+        assert r["gemm"]["conv_like"]["shape"] == list(bench.conv_like_gemm_shape(r["width"], r["height"]))
+        assert r["gemm_gflops"] > 0 and r["conv_gemm_gflops"] > 0
         assert r["seconds_per_megapixel"] == pytest.approx(s["median"] / (r["width"] * r["height"] / 1e6))
         assert r["memory"]["peak_rss_bytes"] is None or r["memory"]["peak_rss_bytes"] > 0
     assert report["cost_per_pixel_spread"] >= 0
