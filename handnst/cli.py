@@ -259,7 +259,8 @@ def _finish(args, result, frames=None, extra=None):
         if result.stopped == "interrupted":
             print("handnst: interrupted before the first evaluation finished; nothing was written", file=sys.stderr)
             return 130
-        raise RunError(f"{result.message}; nothing was written")
+        raise RunError("the loss was NaN or infinite from the first evaluation on, so there is no image to keep; "
+                       "try smaller loss weights (or a smaller --lr); nothing was written")
     save_image(result.image, args.output)
     gif = frames.finish(result.image, result.iterations) if frames is not None else None
     if getattr(args, "json", None):

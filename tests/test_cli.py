@@ -166,6 +166,17 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(args, words, tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
+def test_a_loss_that_is_never_finite_is_one_line_exit_1_and_nothing_written(real_weights_path, tmp_path):
+    proc = run(["stylize", CONTENT, STYLE, "-o", "out.png", "--size", "32", "--iters", "3",
+                "--style-weight", "1e308"], tmp_path, real_weights_path)
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("handnst: error: ") and "NaN or infinite" in lines[-1]
+    assert not any("Warning" in line or "Traceback" in line for line in lines)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_interrupted_run_saves_the_best_image_and_exits_130(tmp_path, capsys):
     # _finish is what the CLI does with a Result; a Ctrl-C'd one must still be saved.
     import argparse
@@ -191,3 +202,31 @@ def test_interrupted_run_saves_the_best_image_and_exits_130(tmp_path, capsys):
         cli._finish(args, result)
     assert info.value.exit_code == 1 and "saved to" in str(info.value)
     assert (tmp_path / "nan.png").exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_real_run_saves_the_best_image_and_exits_130(real_weights_path, tmp_path):
+    import signal
+    import time
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", HANDNST_WEIGHTS=str(real_weights_path))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "handnst", "stylize", CONTENT, STYLE, "-o", "out.png", "--size", "40",
+         "--iters", "1000", "--json", "r.json"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+        # A shell without job control starts background jobs with SIGINT ignored; a user's terminal does not.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        first = proc.stderr.readline()          # printed once every check has passed, before the network loads
+        assert "stylization at" in first, first
+        time.sleep(6)                            # long enough for the weights and a few iterations
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "saved the best image so far to out.png" in err and "Traceback" not in err
+    assert Image.open(tmp_path / "out.png").size == size_of(CONTENT, 40)
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["stopped"] == "interrupted" and report["iterations"] < 1000
+    assert not leftovers(tmp_path)

@@ -34,6 +34,7 @@ def expected_size(path, size):
 
 # ---------------------------------------------------------------------------------- stylize
 
+@pytest.mark.slow
 def test_stylize_result_fields_and_the_loss_goes_down(net):
     result = transfer.stylize(CONTENT, STYLE, size=SIZE, iters=6, net=net)
     width, height = expected_size(CONTENT, SIZE)
@@ -64,12 +65,14 @@ def test_stylize_result_fields_and_the_loss_goes_down(net):
     assert report["size"] == [width, height]
 
 
+@pytest.mark.slow
 def test_stylize_the_image_is_the_array_deprocessed(net):
     from handnst.image import deprocess
     result = transfer.stylize(CONTENT, STYLE, size=32, iters=2, net=net)
     assert np.array_equal(np.asarray(result.image), np.asarray(deprocess(result.array, net.convention)))
 
 
+@pytest.mark.slow
 def test_stylize_respects_the_pixel_box_exactly(net):
     # A huge style weight from white noise drives many pixels against the box: none may leave it.
     result = transfer.stylize(CONTENT, STYLE, size=32, iters=8, init="noise", style_weight=1e9, net=net)
@@ -81,6 +84,7 @@ def test_stylize_respects_the_pixel_box_exactly(net):
     assert at_bound.any(), "the test should push some pixels onto the bounds"
 
 
+@pytest.mark.slow
 def test_same_seed_same_picture_bit_for_bit_and_another_seed_differs(net):
     runs = [transfer.stylize(CONTENT, STYLE, size=32, iters=4, init="noise", seed=s, net=net) for s in (7, 7, 8)]
     assert np.array_equal(runs[0].array, runs[1].array)
@@ -88,6 +92,7 @@ def test_same_seed_same_picture_bit_for_bit_and_another_seed_differs(net):
     assert not np.array_equal(runs[0].array, runs[2].array)
 
 
+@pytest.mark.slow
 def test_preserve_color_keeps_the_content_chrominance(net):
     content_rgb = np.asarray(resize_longer(load_image(CONTENT), SIZE), dtype=np.float64) / 255
     chroma = rgb_to_yiq(content_rgb)[:, :, 1:]
@@ -104,6 +109,7 @@ def test_preserve_color_keeps_the_content_chrominance(net):
     assert kept.options["preserve_color"] is True
 
 
+@pytest.mark.slow
 def test_blend_weights_select_and_mix_styles(net):
     options = dict(size=32, iters=3, net=net)
     single = transfer.stylize(CONTENT, STYLE, **options)
@@ -118,6 +124,7 @@ def test_blend_weights_select_and_mix_styles(net):
     assert mixed.options["styles"] == [STYLE, OTHER_STYLE]
 
 
+@pytest.mark.slow
 def test_style_size_and_init_file(net, tmp_path):
     init = tmp_path / "init.png"
     Image.new("RGB", (10, 7), (200, 30, 60)).save(init)
@@ -126,6 +133,7 @@ def test_style_size_and_init_file(net, tmp_path):
     assert result.options["init"] == str(init) and result.options["style_size"] == 48
 
 
+@pytest.mark.slow
 def test_frames_and_callback(net, tmp_path):
     seen, frames = [], []
     result = transfer.stylize(CONTENT, STYLE, size=32, iters=4, net=net, save_every=2, frame_dir=str(tmp_path),
@@ -139,6 +147,7 @@ def test_frames_and_callback(net, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no temporary files left"
 
 
+@pytest.mark.slow
 def test_ctrl_c_returns_the_best_image_so_far(net):
     def interrupt(info):
         if info["iteration"] == 2:
@@ -153,6 +162,7 @@ def test_ctrl_c_returns_the_best_image_so_far(net):
 
 # ------------------------------------------------------------------ reconstruct, texture, grid
 
+@pytest.mark.slow
 def test_reconstruct_from_noise_matches_the_layer_better_and_better(net):
     result = transfer.reconstruct(CONTENT, "conv2_1", size=SIZE, iters=6, net=net)
     assert result.image.size == expected_size(CONTENT, SIZE)
@@ -162,6 +172,7 @@ def test_reconstruct_from_noise_matches_the_layer_better_and_better(net):
     assert result.loss["content"] < result.history[0]["content"]
 
 
+@pytest.mark.slow
 def test_texture_has_the_style_shape_and_no_content(net):
     result = transfer.texture(STYLE, ["conv1_1", "conv2_1"], size=SIZE, iters=4, net=net)
     assert result.image.size == expected_size(STYLE, SIZE)
@@ -170,6 +181,7 @@ def test_texture_has_the_style_shape_and_no_content(net):
     assert result.loss["style"] < result.history[0]["style"]
 
 
+@pytest.mark.slow
 def test_grid_composes_one_cell_per_layer_set_and_ratio(real_weights_path):
     results = []
     picture = transfer.grid(CONTENT, STYLE, ratios=(1e-3, 1e-1), layer_sets=transfer.GRID_LAYER_SETS[:2],
