@@ -402,12 +402,32 @@ def check_min_size(img_size, layers, what, size_option="--size"):
 
 # ------------------------------------------------------------------------------------------ running
 
-def _load_resized(obj, size, what):
+def _load_resized(obj, size, what, memory=None):
+    """Load an image and resize its longer side to `size`.
+
+    memory(H, W), if given, is called with the size the image is about to get, *before* resizing:
+    so an enormous --size is refused by the memory estimate, with a size that fits, instead of
+    being attempted.
+    """
     try:
         img = _image.load_image(obj)
     except InputError as exc:
         raise InputError(f"{what}: {exc}") from None
+    if memory is not None:
+        width, height = img.size
+        if size is not None:
+            ratio = size / max(width, height)
+            width, height = max(1, round(width * ratio)), max(1, round(height * ratio))
+        memory(height, width)
     return _image.resize_longer(img, size)
+
+
+def _memory_guard(enabled, layers, opts, what, n_styles=1, size_option="--size"):
+    """A memory(H, W) callback for _load_resized, or None when memory checks are off."""
+    if not enabled:
+        return None
+    return lambda H, W: check_memory((H, W), layers, opts["device_backend"], optimizer=opts["optimizer"],
+                                     n_styles=n_styles, what=what, size_option=size_option)
 
 
 def _frame_writer(save_every, frame_dir, on_frame, convention, colour_source, ext=".png"):
@@ -636,8 +656,13 @@ def stylize(content, style, *, size=DEFAULT_SIZE, style_size=None, iters=DEFAULT
                            device=device if net is None else net.backend, weights=weights)
 
     # Images, on the host: decoded and checked before the network exists.
-    content_img = _load_resized(content, size, "content image")
-    style_imgs = [_load_resized(s, style_size or size, "style image") for s in styles_in]
+    all_layers = content_layers + style_layers
+    content_img = _load_resized(content, size, "content image",
+                                _memory_guard(memory_check, all_layers, opts, "this stylization", len(styles_in)))
+    style_imgs = [_load_resized(s, style_size or size, "style image",
+                                _memory_guard(memory_check, all_layers, opts, "this stylization", len(styles_in),
+                                              "--style-size" if style_size else "--size"))
+                  for s in styles_in]
     check_min_size(content_img.size, content_layers + style_layers, "content")
     for s in style_imgs:
         check_min_size(s.size, style_layers, "style", "--style-size")
@@ -689,7 +714,7 @@ def reconstruct(image, layer="conv4_2", *, size=DEFAULT_SIZE, iters=DEFAULT_ITER
                            tv_weight=tv_weight, tv_exponent=tv_exponent,
                            pooling=pooling if net is None else net.pooling, optimizer=optimizer, lr=lr,
                            device=device if net is None else net.backend, weights=weights)
-    img = _load_resized(image, size, "image")
+    img = _load_resized(image, size, "image", _memory_guard(memory_check, layers, opts, "this reconstruction", 0))
     check_min_size(img.size, layers, "input")
     init_img = _load_init(opts, img.size)
     W, H = img.size
@@ -728,7 +753,7 @@ def texture(style, layers=DEFAULT_STYLE_LAYERS, *, size=DEFAULT_SIZE, iters=DEFA
                            tv_weight=tv_weight, tv_exponent=tv_exponent,
                            pooling=pooling if net is None else net.pooling, optimizer=optimizer, lr=lr,
                            device=device if net is None else net.backend, weights=weights)
-    img = _load_resized(style, size, "style image")
+    img = _load_resized(style, size, "style image", _memory_guard(memory_check, layers, opts, "this texture"))
     check_min_size(img.size, layers, "style")
     init_img = _load_init(opts, img.size)
     W, H = img.size
@@ -771,9 +796,9 @@ def grid(content, style, *, ratios=GRID_RATIOS, layer_sets=GRID_LAYER_SETS, size
                            tv_weight=tv_weight, tv_exponent=DEFAULT_TV_EXPONENT, pooling=pooling,
                            optimizer=optimizer, lr=lr, device=device, weights=weights)
     # Check the images and the memory once, for the deepest layers used, before building the network.
-    content_img = _load_resized(content, size, "content image")
-    style_img = _load_resized(style, size, "style image")
     all_layers = tuple(dict.fromkeys(content_layers + tuple(n for s in layer_sets for n in s)))
+    content_img = _load_resized(content, size, "content image", _memory_guard(True, all_layers, opts, "this grid"))
+    style_img = _load_resized(style, size, "style image", _memory_guard(True, all_layers, opts, "this grid"))
     check_min_size(content_img.size, all_layers, "content")
     check_min_size(style_img.size, tuple(n for s in layer_sets for n in s), "style")
     W, H = content_img.size

@@ -166,6 +166,17 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(args, words, tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_size_the_memory_cannot_hold_is_refused_with_a_size_that_fits(tmp_path):
+    proc = run(["stylize", CONTENT, STYLE, "-o", "out.png", "--size", "100000"], tmp_path,
+               weights=tmp_path / "not-there.h5")
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "needs about" in lines[0] and "or smaller" in lines[0]
+    suggested = int(lines[0].split("use --size ")[1].split()[0])
+    assert 16 <= suggested < 100000
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.slow
 def test_a_loss_that_is_never_finite_is_one_line_exit_1_and_nothing_written(real_weights_path, tmp_path):
     proc = run(["stylize", CONTENT, STYLE, "-o", "out.png", "--size", "32", "--iters", "3",
