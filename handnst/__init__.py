@@ -21,6 +21,7 @@ _LAZY = {
     "stylize": "handnst.transfer",
     "reconstruct": "handnst.transfer",
     "texture": "handnst.transfer",
+    "grid": "handnst.transfer",
     "Result": "handnst.transfer",
 }
 

@@ -3,26 +3,41 @@
     with atomic_path("out.png") as tmp:
         image.save(tmp, format="PNG")
 
-writes to a temporary file in the same directory (so the final rename never crosses file systems)
-and renames it into place with os.replace only when the block finishes. On any exception, Ctrl-C
-included, the temporary file is removed and the destination is untouched.
+writes to a temporary file in the same directory (so the final rename never crosses file systems),
+flushes it to disk, gives it the permissions a plainly created file would get (or those of the file
+it replaces), and renames it into place with os.replace only when the block finishes. On any
+exception, Ctrl-C included, the temporary file is removed and the destination is untouched: an
+older file there survives intact.
 """
 
 import contextlib
 import os
+import stat
 import tempfile
 
 
+def _file_mode_for(path):
+    """Permissions for the new file: those of the file it replaces, else 0666 minus the umask
+    (mkstemp creates 0600 files, which would make reports and pictures private by accident)."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 @contextlib.contextmanager
-def atomic_path(path, suffix=None):
+def atomic_path(path, suffix=".partial"):
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    base = os.path.basename(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=suffix if suffix is not None else ".partial",
-                               dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=suffix, dir=directory)
     os.close(fd)
     try:
         yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.chmod(tmp, _file_mode_for(path))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -45,6 +45,7 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from handnst.backend import to_host
 from handnst.errors import InputError, RunError
+from handnst.fileio import atomic_path
 
 # A guard of our own against decompression bombs: a tiny file can declare an enormous image
 # (e.g. 50000 x 50000 pixels of one colour compress to a few kilobytes, but decode to 7.5 GB).
@@ -441,42 +442,17 @@ def check_output_path(path):
     return fmt
 
 
-def _file_mode_for(path):
-    """The permissions a plainly created file would get (mkstemp makes 0600 files)."""
-    try:
-        return stat.S_IMODE(os.stat(path).st_mode)  # replacing a file keeps its permissions
-    except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
-
-
 def _atomic_write(path, write):
-    """Call write(file_object) on a temporary file next to `path`, then rename it onto `path`.
-
-    os.replace is atomic on POSIX and Windows within one file system, which is why the temporary file
-    lives in the same directory. On *any* failure, KeyboardInterrupt included, the temporary file is
-    removed and `path` is untouched (an older file there survives intact).
-    """
+    """Call write(file_object) on a temporary file next to `path`, then rename it onto `path`
+    (see handnst.fileio.atomic_path). A failure to write becomes one clear RunError."""
     path = os.fspath(path)
-    parent = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=parent, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _file_mode_for(path))
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, (OSError, ValueError)):
-            raise RunError(f"could not write {path!r} ({type(exc).__name__}: {exc}); "
-                           "nothing was written there") from exc
-        raise
+        with atomic_path(path, suffix=".tmp") as tmp:
+            with open(tmp, "wb") as f:
+                write(f)
+    except (OSError, ValueError) as exc:
+        raise RunError(f"could not write {path!r} ({type(exc).__name__}: {exc}); "
+                       "nothing was written there") from exc
     return path
 
 

@@ -32,7 +32,6 @@ vector of pixels crosses to scipy and back, once per evaluation.
 
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 

@@ -56,6 +56,7 @@ from pathlib import Path
 import numpy as np
 
 from handnst.errors import InputError, RunError
+from handnst.fileio import atomic_path
 from handnst.vgg import CONV_NAMES, WEIGHT_SHAPES
 
 # ------------------------------------------------------------------------------------------ facts
@@ -187,33 +188,15 @@ def ensure_weights(path=None, *, fetch=True, log=None):
 
 @contextmanager
 def _atomic_path(path):
-    """Yield a temporary path next to `path`; on success it replaces `path` in one step.
-
-    On any failure (KeyboardInterrupt too) the temporary file is removed, so a reader of `path`
-    sees either the old file or the complete new one, never half of one.
-    """
+    """Yield a temporary path next to `path` that replaces it in one step on success (see
+    handnst.fileio.atomic_path); a folder that cannot be written is a clear InputError."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".h5.tmp")
-    except OSError as exc:
+        with atomic_path(path, suffix=".h5.tmp") as tmp:
+            yield tmp
+    except PermissionError as exc:
         raise InputError(f"cannot write {path}: {exc.strerror or exc}; choose another --output") from None
-    os.close(fd)
-    try:
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        # mkstemp makes the file private (0600); give it the permissions a normal new file gets
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 # ------------------------------------------------------------------------------- the HDF5 format
