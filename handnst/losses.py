@@ -42,10 +42,15 @@ def content_loss(F, P):
     return 0.5 * _sum_sq(diff), (F, diff)
 
 
-def content_loss_backward(cache, relu_mask=True):
-    """dL_content/dF = F - P, masked to F > 0 (the paper's form) unless relu_mask=False."""
+def content_loss_backward(cache, relu_mask=True, upstream=1.0):
+    """dL_content/dF = F - P, masked to F > 0 (the paper's form) unless relu_mask=False.
+
+    `upstream` is the scalar dL/dL_content of a larger objective (alpha in the total loss); the
+    chain rule multiplies it in.
+    """
     F, diff = cache
-    return diff * (F > 0) if relu_mask else diff
+    grad = diff if upstream == 1.0 else upstream * diff
+    return grad * (F > 0) if relu_mask else grad
 
 
 # ----------------------------------------------------------------------------------------- style
@@ -70,16 +75,19 @@ def style_layer_loss(F, A, M=None):
     return scale * _sum_sq(diff), (F, diff, scale)
 
 
-def style_layer_loss_backward(cache, relu_mask=True):
+def style_layer_loss_backward(cache, relu_mask=True, upstream=1.0):
     """dE_l/dF = 1/(N^2 M^2) ((F^T (G - A))^T), masked to F > 0 unless relu_mask=False.
 
     Derivation: E = s sum_ij D_ij^2 with D = F F^T - A and s = 1/(4 N^2 M^2). Then
     dE/dF_ak = s sum_ij 2 D_ij (d(F F^T)_ij / dF_ak) = 2 s (D F + D^T F)_ak = 4 s (D F)_ak since D is
     symmetric, and 4 s D F = 1/(N^2 M^2) D F = 1/(N^2 M^2) ((F^T D)^T). It is computed as F^T D, then
     transposed: for the network's matrices F^T is the contiguous one, so this order needs no copy.
+
+    `upstream` is the scalar dL/dE_l of a larger objective (beta w_l in the total loss). Every scalar
+    is multiplied into the small N x N matrix D first, so the big N x M gradient is written once.
     """
     F, diff, scale = cache
-    grad = (4.0 * scale) * (F.T @ diff).T
+    grad = (F.T @ ((4.0 * scale * upstream) * diff)).T
     return grad * (F > 0) if relu_mask else grad
 
 
@@ -240,14 +248,14 @@ class StyleTransferLoss:
                 value, cache = content_loss(feats[n], self.content_targets[n])
                 parts["content"] += value
                 if with_grad and self.alpha:
-                    grads[n] = self.alpha * content_loss_backward(cache, relu_mask=False)
+                    grads[n] = content_loss_backward(cache, relu_mask=False, upstream=self.alpha)
             for n in self.style_layers:
                 value, cache = style_layer_loss(feats[n], self.gram_targets[n], M=sizes[n])
                 parts["style_per_layer"][n] = value
                 parts["style"] += self.style_layer_weights[n] * value
                 weight = self.beta * self.style_layer_weights[n]
                 if with_grad and weight:
-                    g = weight * style_layer_loss_backward(cache, relu_mask=False)
+                    g = style_layer_loss_backward(cache, relu_mask=False, upstream=weight)
                     grads[n] = grads[n] + g if n in grads else g
         grad = None
         if with_grad:

@@ -183,3 +183,14 @@ def test_size_and_shape_errors():
     loss = losses.StyleTransferLoss(net, content, style)
     with pytest.raises(InputError, match="content image has"):
         loss(x[:, :20, :])
+
+
+def test_upstream_scalar_is_the_chain_rule():
+    r = np.random.default_rng(4)
+    F, P = r.uniform(0.1, 1, (5, 7)), r.uniform(size=(5, 7))
+    A = r.uniform(size=(5, 5))
+    c = losses.content_loss(F, P)[1]
+    np.testing.assert_allclose(losses.content_loss_backward(c, upstream=3.5), 3.5 * losses.content_loss_backward(c))
+    s = losses.style_layer_loss(F, A)[1]
+    np.testing.assert_allclose(losses.style_layer_loss_backward(s, upstream=-2.0),
+                               -2.0 * losses.style_layer_loss_backward(s), rtol=1e-13)
