@@ -294,14 +294,16 @@ def minimize(objective, x0, *, method="lbfgs", iters=300, bounds=None, lr=None, 
 
 def _run_lbfgs(tracker, end_of_iteration, x0, xp, shape, dtype, lo, hi, *, iters, options, **_):
     """scipy's L-BFGS-B on the flat float64 vector; returns (stopped, message)."""
-    from scipy.optimize import Bounds
     from scipy.optimize import minimize as scipy_minimize
 
     x0_flat = to_host(x0).astype(np.float64).ravel()
     scipy_bounds = None
     if lo is not None:
         x0_flat = np.clip(x0_flat, lo.ravel(), hi.ravel())
-        scipy_bounds = Bounds(lo.ravel(), hi.ravel())
+        # An (n, 2) array of (lo, hi) rows, not a scipy.optimize.Bounds: for L-BFGS-B, minimize()
+        # turns a Bounds into a Python list of n tuples and keeps it for the whole run (about 70 MB
+        # at 512x384), while an array is handed on as it is.
+        scipy_bounds = np.stack([lo.ravel(), hi.ravel()], axis=1)
     last = {"flat": None}
 
     def fun(flat):

@@ -125,7 +125,7 @@ class VGG19:
 
         layout "chw": each response is a new (C, h, w) array.
         layout "matrix": each response is the paper's feature matrix F of shape (C, M') -- a view
-        into the network's buffers, valid until the next forward -- whose columns are the positions
+        into the network's buffers, valid until the next forward or backward -- whose columns are the positions
         of the padded grid: M' > h*w, the extra columns are exactly zero, so sums, Gram matrices and
         products with F come out as if they were not there (pass M = h*w where the count matters).
         """
@@ -174,7 +174,8 @@ class VGG19:
         Gradients at several layers add up on the way down, as the chain rule says.
         """
         if self._state is None:
-            raise InputError("call forward before backward")
+            raise InputError("call forward before backward (each forward pass allows one backward pass: "
+                             "the backward pass reuses the stored maps as scratch space)")
         if not grads:
             raise InputError("give the gradient at one layer at least")
         maps = self._state["maps"]
@@ -186,29 +187,33 @@ class VGG19:
             given[key] = g
         lowest = max(LAYER_ORDER.index(n) for n in given)
         _, H0, W0 = self._state["shape"]
-        g, step = None, 0
+        # From here on the stored maps are used up: once a convolution's ReLU mask has been applied,
+        # its map is dead and its buffer receives the gradient for the layer below. That saves a
+        # full set of gradient buffers (a third of the memory at 512x384), at the price of one
+        # backward pass per forward pass.
+        self._state = None
+        g = None
         for index in range(lowest, -1, -1):
             name = LAYER_ORDER[index]
             P, H, W = maps[name]
             if name in given:
                 incoming = self._as_padded(given[name], H, W, P.shape[1], layout)
                 if g is None:
-                    g = self._buffer(("grad", P.shape, step % 2), *P.shape)
+                    g = self._buffer(("grad", P.shape), *P.shape)
                     g[...] = incoming
                 else:
                     g += incoming
             if g is None:
                 continue
-            step += 1
             if name.startswith("conv"):
                 L.relu_mask_backward(g, P)
                 taps = self._taps[name]
-                rows = L.padded_length(H, W)
-                out = self._buffer(("grad", (rows, taps.shape[1]), step % 2), rows, taps.shape[1])
+                rows, C = L.padded_length(H, W), taps.shape[1]
+                out = P if P.shape == (rows, C) else self._buffer(("grad", (rows, C)), rows, C)
                 g = L.conv3x3_backward(g, H, W, taps, out)
             else:
                 below, Hb, Wb = maps[LAYER_ORDER[index - 1]]
-                out = self._buffer(("grad", below.shape, step % 2), *below.shape)
+                out = self._buffer(("grad", below.shape), *below.shape)
                 g = L.pool_backward_padded(g, below, Hb, Wb, out, self.pooling)
         return L.from_padded(g, H0, W0)
 

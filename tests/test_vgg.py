@@ -136,3 +136,15 @@ def test_chw_responses_are_copies_even_for_1x1_maps():
     saved = a.copy()
     net.forward(r.normal(0, 50, (3, 16, 16)), ["conv5_1"])
     np.testing.assert_array_equal(a, saved)
+
+
+def test_one_backward_per_forward():
+    # backward reuses the stored maps as scratch space, so a second backward must be refused clearly
+    net = random_vgg19(0)
+    x = np.random.default_rng(0).normal(0, 50, (3, 16, 16)).astype(np.float32)
+    out = net.forward(x, ["conv2_1"])
+    first = net.backward({"conv2_1": np.ones_like(out["conv2_1"])})
+    with pytest.raises(InputError, match="one backward pass"):
+        net.backward({"conv2_1": np.ones_like(out["conv2_1"])})
+    net.forward(x, ["conv2_1"])
+    np.testing.assert_array_equal(net.backward({"conv2_1": np.ones_like(out["conv2_1"])}), first)
