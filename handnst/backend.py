@@ -130,6 +130,14 @@ def gemm(a, b, out, accumulate=False, trans_a=False, trans_b=False):
         f(1.0, b.T, a.T, beta=1.0 if accumulate else 0.0, c=out.T, overwrite_c=1,
           trans_a=1 if trans_b else 0, trans_b=1 if trans_a else 0)
         return out
+    return generic_gemm(a, b, out, accumulate, trans_a, trans_b)
+
+
+def generic_gemm(a, b, out, accumulate=False, trans_a=False, trans_b=False):
+    """The same contract with plain `@` (the path CuPy takes, where cuBLAS does the product).
+
+    It works on any backend, so the tests can run the whole network through it on NumPy too.
+    """
     prod = (a.T if trans_a else a) @ (b.T if trans_b else b)
     if accumulate:
         out += prod

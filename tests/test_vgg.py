@@ -148,3 +148,19 @@ def test_one_backward_per_forward():
         net.backward({"conv2_1": np.ones_like(out["conv2_1"])})
     net.forward(x, ["conv2_1"])
     np.testing.assert_array_equal(net.backward({"conv2_1": np.ones_like(out["conv2_1"])}), first)
+
+
+def test_network_through_the_generic_gemm_path_used_on_cupy(monkeypatch):
+    # No GPU here: run the network with the product CuPy uses (plain `@`) instead of NumPy's BLAS call,
+    # so the device code path is exercised on the CPU side with the same backend-agnostic layers.
+    from handnst import backend, layers
+
+    net = random_net(3, dtype="float64")
+    x = np.random.default_rng(5).normal(0, 50, (3, 20, 18))
+    want = net.forward(x, ["conv1_1", "conv3_1"])
+    dwant = net.backward({n: np.ones_like(v) for n, v in want.items()})
+    monkeypatch.setattr(layers, "gemm", backend.generic_gemm)
+    got = net.forward(x, ["conv1_1", "conv3_1"])
+    for n in want:
+        np.testing.assert_allclose(got[n], want[n], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(net.backward({n: np.ones_like(v) for n, v in got.items()}), dwant, rtol=1e-11, atol=1e-11)
