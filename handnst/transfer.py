@@ -467,14 +467,16 @@ def _run(*, content_img, style_imgs, content_layers, style_layers, size_hw, opti
     """
     t_setup = time.perf_counter()
     backend = options["device_backend"]
+    if net is None:
+        # The weights are the last input to check (missing, damaged, wrong shapes, NaN): load them
+        # before the status line, so that a bad file is the only line the user sees.
+        from handnst.vgg import load_vgg19
+        net = load_vgg19(options.get("weights"), pooling=options["pooling"], backend=backend)
     if log is not None:
         # Everything has been checked by now: this line is never followed by an input error.
         H, W = size_hw
         log(f"{what} at {W}x{H} pixels: {options['iters']} {options['optimizer']} iterations on the "
             f"{options['device']} (Ctrl-C stops early and keeps the best image so far)")
-    if net is None:
-        from handnst.vgg import load_vgg19
-        net = load_vgg19(options.get("weights"), pooling=options["pooling"], backend=backend)
     convention = net.convention
     xp = net.xp
 
@@ -629,7 +631,7 @@ def stylize(content, style, *, size=DEFAULT_SIZE, style_size=None, iters=DEFAULT
               frame_dir/frame_0010.png (atomically) and/or passed to on_frame(iteration, image)
     net:      an already built VGG19 to reuse (its pooling and backend then win)
     memory_check: refuse runs whose memory estimate exceeds the available memory (RunError)
-    log:      log(line) is called once all checks have passed, just before the network is built
+    log:      log(line) is called once all checks have passed and the network is built
 
     Every option is checked before the network is loaded. Ctrl-C and NaN/Inf do not raise: the
     Result then holds the best image so far and `stopped` says "interrupted" or "nonfinite".
@@ -805,11 +807,11 @@ def grid(content, style, *, ratios=GRID_RATIOS, layer_sets=GRID_LAYER_SETS, size
     check_memory(largest, all_layers, opts["device_backend"], optimizer=opts["optimizer"], what="this grid")
 
     total = len(layer_sets) * len(ratios)
+    from handnst.vgg import load_vgg19
+    net = load_vgg19(opts["weights"], pooling=opts["pooling"], backend=opts["device_backend"])
     if log is not None:
         log(f"grid of {total} stylizations at {W}x{H} pixels, {opts['iters']} {opts['optimizer']} iterations "
             f"each, on the {opts['device']}")
-    from handnst.vgg import load_vgg19
-    net = load_vgg19(opts["weights"], pooling=opts["pooling"], backend=opts["device_backend"])
     cells = []
     for r, layers in enumerate(layer_sets):
         row = []
