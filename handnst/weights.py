@@ -225,6 +225,9 @@ def _atomic_path(path):
             yield tmp
     except PermissionError as exc:
         raise InputError(f"cannot write {path}: {exc.strerror or exc}; choose another --output") from None
+    except OSError as exc:
+        # a full disk, a vanished folder: the old file (if any) is untouched and no temporary is left
+        raise RunError(f"could not write {path} ({exc.strerror or exc}); nothing was written there") from None
 
 
 # ------------------------------------------------------------------------------- the HDF5 format

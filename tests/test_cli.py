@@ -227,7 +227,7 @@ def test_ctrl_c_in_a_real_run_saves_the_best_image_and_exits_130(real_weights_pa
         # A shell without job control starts background jobs with SIGINT ignored; a user's terminal does not.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
-        first = proc.stderr.readline()          # printed once every check has passed, before the network loads
+        first = proc.stderr.readline()          # printed once every check has passed, after the network has loaded
         assert "stylization at" in first, first
         time.sleep(6)                            # long enough for the weights and a few iterations
         proc.send_signal(signal.SIGINT)

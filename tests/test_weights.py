@@ -292,7 +292,7 @@ def test_failed_write_keeps_the_old_file(params, copy_of_saved, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(h5py.Group, "create_dataset", broken)
-    with pytest.raises(OSError):
+    with pytest.raises(W.RunError, match="disk full"):
         W.save_weights(copy_of_saved, params, {"convention": dict(W.KERAS_CONVENTION)})
     assert hashlib.sha256(open(copy_of_saved, "rb").read()).hexdigest() == before
     assert os.listdir(os.path.dirname(copy_of_saved)) == directory
