@@ -144,3 +144,31 @@ def generic_gemm(a, b, out, accumulate=False, trans_a=False, trans_b=False):
     else:
         out[...] = prod
     return out
+
+
+def matmul(a, b, out=None):
+    """a @ b for 2-D arrays, through the same BLAS as `gemm` (into `out` if given, C-contiguous).
+
+    Why not plain `@`: NumPy and SciPy each ship their own copy of OpenBLAS, each with its own pool
+    of threads, and an OpenBLAS thread keeps spinning for a while after its work is done. Mixing
+    `@` (NumPy's copy) with `gemm` (SciPy's) makes the two pools fight over the cores and slows
+    the convolutions that follow the loss by a third on a 2-core machine. So the hot path uses one
+    BLAS. Operands may be C-ordered or transposed views of C-ordered arrays (no copy then).
+    """
+    xp = array_module(a)
+    if (xp is not np or a.ndim != 2 or b.ndim != 2 or a.dtype != b.dtype
+            or a.dtype not in (np.float32, np.float64)):
+        return xp.matmul(a, b, out=out)
+
+    def stored(m):   # (C-contiguous array holding m, whether m is its transpose)
+        if m.flags.c_contiguous:
+            return m, False
+        if m.flags.f_contiguous:
+            return m.T, True
+        return np.ascontiguousarray(m), False
+
+    A, trans_a = stored(a)
+    B, trans_b = stored(b)
+    if out is None:
+        out = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
+    return gemm(A, B, out, trans_a=trans_a, trans_b=trans_b)

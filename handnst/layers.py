@@ -362,7 +362,8 @@ def conv3x3_forward(P, H, W, taps, bias, out, relu=True, im2col_below=16):
     j = W and W + 1 of Y are junk (their window wrapped around the row), and they land exactly on
     the border rows of the next padded map when Y is written at offset W + 3, so we zero them there.
     With few input channels (the 3-channel image) nine thin products waste memory traffic, so below
-    `im2col_below` channels the nine slices are copied side by side (im2col) for one product.
+    `im2col_below` channels the nine shifted slices are copied into one (9C, N) matrix (im2col, built
+    channel-first so every copy is a contiguous row) for a single product.
     """
     xp = array_module(P)
     C = P.shape[1]
@@ -375,10 +376,13 @@ def conv3x3_forward(P, H, W, taps, bias, out, relu=True, im2col_below=16):
     Y[...] = bias                      # bias first, then every product accumulates into it
     offsets = _tap_offsets(W)
     if C < im2col_below:
-        cols = xp.empty((N, 9 * C), dtype=P.dtype)
+        # im2col built channel-first: row (t, c) of colsT is channel c read at offset o_t, a
+        # contiguous copy; then Y += colsT^T @ taps (BLAS reads colsT transposed, no copy).
+        X = xp.ascontiguousarray(P.T)                           # (C, L), small for the image
+        colsT = xp.empty((9 * C, N), dtype=P.dtype)
         for t, o in enumerate(offsets):
-            cols[:, t * C:(t + 1) * C] = P[o:o + N]
-        gemm(cols, taps.reshape(9 * C, K), Y, accumulate=True)
+            colsT[t * C:(t + 1) * C] = X[:, o:o + N]
+        gemm(colsT, taps.reshape(9 * C, K), Y, accumulate=True, trans_a=True)
     else:
         for t, o in enumerate(offsets):
             gemm(P[o:o + N], taps[t], Y, accumulate=True)
@@ -405,11 +409,14 @@ def conv3x3_backward(dY, H, W, taps, out, im2col_below=16):
     dYr = dY[start:start + N]
     offsets = _tap_offsets(W)
     if C < im2col_below:
-        dcols = xp.empty((N, 9 * C), dtype=dY.dtype)
-        gemm(dYr, taps.reshape(9 * C, -1), dcols, trans_b=True)   # (N, K) @ (K, 9C)
-        out[...] = 0
+        # dcolsT (9C, N) = taps (9C, K) @ dY^T, then fold each row back onto its channel at its
+        # offset (contiguous adds), and transpose the small C-channel result into `out`.
+        dcolsT = xp.empty((9 * C, N), dtype=dY.dtype)
+        gemm(taps.reshape(9 * C, -1), dYr, dcolsT, trans_b=True)
+        dX = xp.zeros((C, out.shape[0]), dtype=dY.dtype)
         for t, o in enumerate(offsets):
-            out[o:o + N] += dcols[:, t * C:(t + 1) * C]
+            dX[:, o:o + N] += dcolsT[t * C:(t + 1) * C]
+        out[...] = dX.T
         return out
     # The centre tap (u = v = 1) covers exactly rows start .. start + N: it initialises them, the
     # other eight accumulate, and only the rows outside need zeroing.

@@ -20,7 +20,7 @@ whose backward pass applies the very same ReLU mask, so it is not computed twice
 
 import numpy as np
 
-from handnst.backend import array_module
+from handnst.backend import array_module, matmul
 from handnst.errors import InputError
 from handnst.vgg import canonical_layer, min_image_size
 
@@ -56,8 +56,11 @@ def content_loss_backward(cache, relu_mask=True, upstream=1.0):
 # ----------------------------------------------------------------------------------------- style
 
 def gram_matrix(F):
-    """G = F F^T: G_ij = sum_k F_ik F_jk, the inner products between the N_l feature maps (N_l x N_l)."""
-    return F @ F.T
+    """G = F F^T: G_ij = sum_k F_ik F_jk, the inner products between the N_l feature maps (N_l x N_l).
+
+    (`matmul(F, F.T)` is `F @ F.T` through the one BLAS the whole hot path uses; see backend.matmul.)
+    """
+    return matmul(F, F.T)
 
 
 def style_layer_loss(F, A, M=None):
@@ -75,7 +78,7 @@ def style_layer_loss(F, A, M=None):
     return scale * _sum_sq(diff), (F, diff, scale)
 
 
-def style_layer_loss_backward(cache, relu_mask=True, upstream=1.0):
+def style_layer_loss_backward(cache, relu_mask=True, upstream=1.0, out=None):
     """dE_l/dF = 1/(N^2 M^2) ((F^T (G - A))^T), masked to F > 0 unless relu_mask=False.
 
     Derivation: E = s sum_ij D_ij^2 with D = F F^T - A and s = 1/(4 N^2 M^2). Then
@@ -85,9 +88,11 @@ def style_layer_loss_backward(cache, relu_mask=True, upstream=1.0):
 
     `upstream` is the scalar dL/dE_l of a larger objective (beta w_l in the total loss). Every scalar
     is multiplied into the small N x N matrix D first, so the big N x M gradient is written once.
+    `out`, optional: an (M, N) C-ordered array to write F^T D into (reused between evaluations,
+    since a fresh N x M array every time costs the operating system a page fault per 4 KB).
     """
     F, diff, scale = cache
-    grad = (F.T @ ((4.0 * scale * upstream) * diff)).T
+    grad = matmul(F.T, (4.0 * scale * upstream) * diff, out=out).T
     return grad * (F > 0) if relu_mask else grad
 
 
@@ -224,6 +229,16 @@ class StyleTransferLoss:
                     self.gram_targets[n] = G if n not in self.gram_targets else self.gram_targets[n] + G
         self.layers = tuple(dict.fromkeys(self.content_layers + self.style_layers))
         self.last_parts = None
+        self._buffers = {}
+
+    def _scratch(self, name, shape):
+        """A reused (M', N) buffer for the style gradient of one layer (None where out= is not used)."""
+        if self.net.xp is not np:
+            return None
+        buf = self._buffers.get(name)
+        if buf is None or buf.shape != shape:
+            buf = self._buffers[name] = np.empty(shape, dtype=self.net.dtype)
+        return buf
 
     @staticmethod
     def _check_size(img, layers, what):
@@ -255,7 +270,8 @@ class StyleTransferLoss:
                 parts["style"] += self.style_layer_weights[n] * value
                 weight = self.beta * self.style_layer_weights[n]
                 if with_grad and weight:
-                    g = style_layer_loss_backward(cache, relu_mask=False, upstream=weight)
+                    g = style_layer_loss_backward(cache, relu_mask=False, upstream=weight,
+                                                  out=self._scratch(n, feats[n].T.shape))
                     grads[n] = grads[n] + g if n in grads else g
         grad = None
         if with_grad:
