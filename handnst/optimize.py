@@ -293,16 +293,22 @@ def minimize(objective, x0, *, method="lbfgs", iters=300, bounds=None, lr=None, 
 
 
 def _run_lbfgs(tracker, end_of_iteration, x0, xp, shape, dtype, lo, hi, *, iters, options, **_):
-    """scipy's L-BFGS-B on the flat float64 vector; returns (stopped, message)."""
-    from scipy.optimize import minimize as scipy_minimize
+    """scipy's L-BFGS-B on the flat float64 vector; returns (stopped, message).
+
+    It is called through `scipy.optimize.fmin_l_bfgs_b`, the public entry point of the very routine
+    that `minimize(..., method="L-BFGS-B")` runs, with the same defaults (10 correction pairs,
+    ftol = 1e7 * machine epsilon, gtol = 1e-5, 20 line-search steps), so the iterates are the same.
+    The reason: for L-BFGS-B, `minimize` turns the bounds into a Python list of n tuples of floats
+    and keeps it for the whole run (about 60 MB at 512x384), which a run that must fit in 1 GiB
+    cannot spare.
+    """
+    from scipy.optimize import fmin_l_bfgs_b
 
     x0_flat = to_host(x0).astype(np.float64).ravel()
     scipy_bounds = None
     if lo is not None:
         x0_flat = np.clip(x0_flat, lo.ravel(), hi.ravel())
-        # An (n, 2) array of (lo, hi) rows, not a scipy.optimize.Bounds: for L-BFGS-B, minimize()
-        # turns a Bounds into a Python list of n tuples and keeps it for the whole run (about 70 MB
-        # at 512x384), while an array is handed on as it is.
+        # (n, 2) rows of (lo, hi), converted to two arrays by scipy
         scipy_bounds = np.stack([lo.ravel(), hi.ravel()], axis=1)
     last = {"flat": None}
 
@@ -315,28 +321,32 @@ def _run_lbfgs(tracker, end_of_iteration, x0, xp, shape, dtype, lo, hi, *, iters
         last["flat"] = flat.copy()
         return value, grad_flat
 
-    def scipy_callback(intermediate_result):
-        # scipy >= 1.11 passes an OptimizeResult (x, fun); older versions pass x alone.
-        flat = getattr(intermediate_result, "x", intermediate_result)
+    def scipy_callback(flat):
         if last["flat"] is not None and np.array_equal(flat, last["flat"]):
             # The accepted point is the last one evaluated (it always is, after a line search):
             # reuse its backend array and value, no extra transfer and no extra evaluation.
             x, value = tracker.last_x, tracker.last_value
         else:
             x = xp.asarray(np.asarray(flat).reshape(shape).astype(dtype))
-            value = float(getattr(intermediate_result, "fun", math.nan))
+            value = math.nan
         end_of_iteration(x, value)
 
-    opts = {"maxiter": iters, "maxfun": tracker.max_evals}
-    opts.update(options or {})
-    res = scipy_minimize(fun, x0_flat, jac=True, method="L-BFGS-B", bounds=scipy_bounds,
-                         callback=scipy_callback, options=opts)
-    text = res.message.decode() if isinstance(res.message, bytes) else str(res.message)
-    if res.status == 0:
-        return "converged", f"L-BFGS-B converged after {res.nit} iterations ({text})"
-    if res.status == 1:
-        return "max_iters", f"reached the limit of {res.nit} iterations / {res.nfev} evaluations ({text})"
-    return "stalled", f"L-BFGS-B stopped after {res.nit} iterations: {text}"
+    settings = {"maxcor": 10, "ftol": 1e7 * np.finfo(float).eps, "gtol": 1e-5, "maxls": 20}
+    unknown = set(options or {}) - set(settings)
+    if unknown:
+        raise InputError(f"unknown L-BFGS-B option(s) {sorted(unknown)}: use {', '.join(sorted(settings))}")
+    settings.update(options or {})
+    _, _, info = fmin_l_bfgs_b(fun, x0_flat, bounds=scipy_bounds, m=settings["maxcor"],
+                               factr=settings["ftol"] / np.finfo(float).eps, pgtol=settings["gtol"],
+                               maxls=settings["maxls"], maxiter=iters, maxfun=tracker.max_evals,
+                               callback=scipy_callback)
+    task = info.get("task", "")
+    text = task.decode() if isinstance(task, bytes) else str(task)
+    if info["warnflag"] == 0:
+        return "converged", f"L-BFGS-B converged after {info['nit']} iterations ({text})"
+    if info["warnflag"] == 1:
+        return "max_iters", f"reached the limit of {info['nit']} iterations / {info['funcalls']} evaluations ({text})"
+    return "stalled", f"L-BFGS-B stopped after {info['nit']} iterations: {text}"
 
 
 def _run_first_order(tracker, end_of_iteration, x0, xp, shape, dtype, lo, hi, *, method, iters, lr, **_):
