@@ -381,19 +381,27 @@ def _add_stylize_parser(sub):
                    help="keep the photograph's colours: transfer the style on luminance only")
 
 
+def _run_options(args):
+    """The options every optimization command (stylize, reconstruct, texture) passes on as they are,
+    and the frame writer for --save-every (None without it)."""
+    frames = _Frames(args.output) if args.save_every else None
+    options = dict(size=args.size, iters=args.iters, init=args.init, seed=args.seed, tv_weight=args.tv_weight,
+                   tv_exponent=args.tv_exponent, pooling=args.pooling, optimizer=args.optimizer, lr=args.lr,
+                   device=args.device, weights=args.weights, progress=_progress(args),
+                   save_every=args.save_every, on_frame=frames, log=_logger(args))
+    return options, frames
+
+
 def _cmd_stylize(args):
     from handnst import transfer
     _check_outputs(args)
-    frames = _Frames(args.output) if args.save_every else None
+    options, frames = _run_options(args)
     result = transfer.stylize(
         args.content, args.styles if len(args.styles) > 1 else args.styles[0],
-        size=args.size, style_size=args.style_size, iters=args.iters, init=args.init, seed=args.seed,
-        content_weight=args.content_weight, style_weight=args.style_weight, tv_weight=args.tv_weight,
-        tv_exponent=args.tv_exponent, content_layers=args.content_layers, style_layers=args.style_layers,
+        style_size=args.style_size, content_weight=args.content_weight, style_weight=args.style_weight,
+        content_layers=args.content_layers, style_layers=args.style_layers,
         style_layer_weights=args.style_layer_weights, style_blend_weights=args.style_blend_weights,
-        pooling=args.pooling, optimizer=args.optimizer, lr=args.lr, device=args.device, weights=args.weights,
-        preserve_color=args.preserve_color, progress=_progress(args), save_every=args.save_every,
-        on_frame=frames, log=_logger(args))
+        preserve_color=args.preserve_color, **options)
     return _finish(args, result, frames)
 
 
@@ -421,12 +429,8 @@ def _add_reconstruct_parser(sub):
 def _cmd_reconstruct(args):
     from handnst import transfer
     _check_outputs(args)
-    frames = _Frames(args.output) if args.save_every else None
-    result = transfer.reconstruct(
-        args.image, args.layer, size=args.size, iters=args.iters, init=args.init, seed=args.seed,
-        tv_weight=args.tv_weight, tv_exponent=args.tv_exponent, pooling=args.pooling, optimizer=args.optimizer,
-        lr=args.lr, device=args.device, weights=args.weights, progress=_progress(args),
-        save_every=args.save_every, on_frame=frames, log=_logger(args))
+    options, frames = _run_options(args)
+    result = transfer.reconstruct(args.image, args.layer, **options)
     return _finish(args, result, frames)
 
 
@@ -454,12 +458,8 @@ def _add_texture_parser(sub):
 def _cmd_texture(args):
     from handnst import transfer
     _check_outputs(args)
-    frames = _Frames(args.output) if args.save_every else None
-    result = transfer.texture(
-        args.style, args.layers, size=args.size, iters=args.iters, init=args.init, seed=args.seed,
-        style_layer_weights=args.style_layer_weights, tv_weight=args.tv_weight, tv_exponent=args.tv_exponent,
-        pooling=args.pooling, optimizer=args.optimizer, lr=args.lr, device=args.device, weights=args.weights,
-        progress=_progress(args), save_every=args.save_every, on_frame=frames, log=_logger(args))
+    options, frames = _run_options(args)
+    result = transfer.texture(args.style, args.layers, style_layer_weights=args.style_layer_weights, **options)
     return _finish(args, result, frames)
 
 
