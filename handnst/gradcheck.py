@@ -136,6 +136,28 @@ def _padded_checks(xp, rng, seed):
             return L.from_padded(L.conv3x3_backward(L.to_padded(r), H, W, taps, out), H, W)
 
         checks.append((f"conv3x3 network C={C} dx", lambda f=fwd, g=bwd, z=x: _layer_check(f, g, z, seed), LAYER_TOLERANCE))
+
+    # Winograd F(2, 3): an odd height (a half tile at the bottom) and tile rows in chunks of two.
+    C, K = 6, 5
+    w = xp.asarray(rng.normal(size=(K, C, 3, 3)))
+    U, b = L.winograd_taps(L.conv_taps(w)), xp.asarray(rng.normal(size=K))
+    x = xp.asarray(rng.normal(size=(C, H, W)))
+    chunk = 2 * 4 * (W + 2) * C * 8
+
+    def scratch(c_in, c_out):
+        return [xp.empty(s) for s in L.winograd_scratch_shapes(H, W, c_in, c_out, chunk_bytes=chunk, itemsize=8)]
+
+    def fwd(z):
+        out = xp.empty((L.padded_length(H, W), K))
+        P = L.conv3x3_winograd_forward(L.to_padded(z), H, W, U, b, out, relu=False, scratch=scratch(C, K))
+        return L.from_padded(P, H, W), None
+
+    def bwd(r, cache):
+        out = xp.empty((L.padded_length(H, W), C))
+        return L.from_padded(L.conv3x3_winograd_backward(L.to_padded(r), H, W, U, out, scratch=scratch(K, C)), H, W)
+
+    checks.append(("conv3x3 Winograd F(2,3) network dx", lambda f=fwd, g=bwd, z=x: _layer_check(f, g, z, seed),
+                   LAYER_TOLERANCE))
     for mode, inp in (("avg", xp.asarray(rng.normal(size=(3, 7, 6)))), ("max", _distinct_windows(xp, rng, (3, 7, 6)))):
         def fwd(z, mode=mode):
             C, h, w = z.shape

@@ -108,6 +108,83 @@ def test_network_conv3x3_equals_naive(xp, C, relu):
     np.testing.assert_allclose(to_host(dx), to_host(L.conv_backward_naive(dout, cache)), rtol=1e-10, atol=1e-12)
 
 
+def test_winograd_f23_is_the_three_tap_correlation_with_four_products():
+    r = rng(11)
+    d, g = r.normal(size=4), r.normal(size=3)
+    y0, y1 = L.winograd_f23(d, g)
+    assert y0 == pytest.approx(d[0] * g[0] + d[1] * g[1] + d[2] * g[2], rel=1e-13)
+    assert y1 == pytest.approx(d[1] * g[0] + d[2] * g[1] + d[3] * g[2], rel=1e-13)
+    # the same with the matrices of the docstring: y = A^T [(G g) * (B^T d)]
+    BT, G, AT = (np.array(m, dtype=float) for m in (L.WINOGRAD_BT, L.WINOGRAD_G, L.WINOGRAD_AT))
+    np.testing.assert_allclose(AT @ ((G @ g) * (BT @ d)), [y0, y1], rtol=1e-13)
+
+
+def test_winograd_taps_transform_the_filter_rows():
+    r = rng(12)
+    w = r.normal(size=(5, 4, 3, 3))
+    taps = L.conv_taps(w)
+    U = L.winograd_taps(taps)
+    assert len(U) == 4 and all(u.shape == (3, 4, 5) for u in U)
+    assert np.shares_memory(U[0], taps) and np.shares_memory(U[3], taps)     # picked rows are views
+    for v in range(3):
+        w0, w1, w2 = (w[:, :, u, v].T for u in range(3))
+        np.testing.assert_array_equal(U[0][v], w0)
+        np.testing.assert_allclose(U[1][v], (w0 + w1 + w2) / 2, rtol=1e-14)
+        np.testing.assert_allclose(U[2][v], (w0 - w1 + w2) / 2, rtol=1e-14)
+        np.testing.assert_array_equal(U[3][v], w2)
+
+
+# Even and odd sizes (an odd H has a half tile at the bottom), a 1x1 map, and chunk sizes that split
+# the tile rows into several chunks with a shorter last one.
+WINOGRAD_CASES = [(6, 5, 4, 7, None), (7, 5, 4, 7, None), (7, 6, 3, 5, 200), (9, 4, 8, 8, 3072), (1, 1, 3, 2, 1),
+                  (2, 3, 3, 2, 1), (11, 10, 6, 5, 9216)]
+
+
+@pytest.mark.parametrize("H,W,C,K,chunk", WINOGRAD_CASES)
+def test_winograd_convolution_equals_naive(xp, H, W, C, K, chunk):
+    r = rng(13)
+    x = xp.asarray(r.normal(size=(C, H, W)))
+    w, b = xp.asarray(r.normal(size=(K, C, 3, 3))), xp.asarray(r.normal(size=K))
+    want, cache = L.conv_forward_naive(x, w, b, 1, 1)
+    U = L.winograd_taps(L.conv_taps(w))
+
+    def scratch(c_in, c_out):   # garbage in the buffers must not leak into the result
+        shapes = L.winograd_scratch_shapes(H, W, c_in, c_out, **({} if chunk is None else {"chunk_bytes": chunk}), itemsize=8)
+        return [xp.full(shape, np.nan) for shape in shapes]
+
+    if chunk is not None and H > 2:     # really chunked (9x4 in chunks of 2, 2, 1 tile rows; 11x10 in 4, 2)
+        assert scratch(C, K)[1].shape[1] < ((H + 1) // 2) * (W + 2)
+    for relu in (False, True):
+        out = xp.full((L.padded_length(H, W), K), np.nan)
+        P = L.conv3x3_winograd_forward(L.to_padded(x), H, W, U, b, out, relu=relu, scratch=scratch(C, K))
+        expect = xp.maximum(want, 0) if relu else want
+        np.testing.assert_allclose(to_host(L.from_padded(P, H, W)), to_host(expect), rtol=1e-10, atol=1e-12)
+        grid = to_host(L.padded_grid(P, H, W))
+        assert not grid[0].any() and not grid[-1].any() and not grid[:, 0].any() and not grid[:, -1].any()
+        assert not to_host(P[(H + 2) * (W + 2):]).any()
+    dout = xp.asarray(r.normal(size=(K, H, W)))
+    dP = L.conv3x3_winograd_backward(L.to_padded(dout), H, W, U, xp.full((L.padded_length(H, W), C), np.nan),
+                                     scratch=scratch(K, C))
+    np.testing.assert_allclose(to_host(L.from_padded(dP, H, W)), to_host(L.conv_backward_naive(dout, cache)),
+                               rtol=1e-10, atol=1e-12)
+    assert not to_host(L.padded_grid(dP, H, W))[0].any()
+
+
+def test_winograd_convolution_in_float32_matches_the_direct_one():
+    r = rng(14)
+    H, W, C, K = 24, 18, 64, 48
+    x = r.normal(size=(C, H, W)).astype(np.float32)
+    w = (r.normal(size=(K, C, 3, 3)) / 24).astype(np.float32)
+    b = r.normal(size=K).astype(np.float32)
+    taps = L.conv_taps(w)
+    direct = L.conv3x3_forward(L.to_padded(x), H, W, taps, b, np.empty((L.padded_length(H, W), K), np.float32))
+    wino = L.conv3x3_winograd_forward(L.to_padded(x), H, W, L.winograd_taps(taps), b,
+                                      np.empty((L.padded_length(H, W), K), np.float32))
+    assert wino.dtype == np.float32
+    scale = float(np.abs(direct).max())
+    np.testing.assert_allclose(wino, direct, rtol=0, atol=2e-6 * scale)
+
+
 @pytest.mark.parametrize("mode", ["avg", "max"])
 @pytest.mark.parametrize("H,W", [(6, 8), (7, 5)])
 def test_network_pooling_equals_naive(xp, mode, H, W):
