@@ -164,3 +164,48 @@ def test_network_through_the_generic_gemm_path_used_on_cupy(monkeypatch):
     for n in want:
         np.testing.assert_allclose(got[n], want[n], rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(net.backward({n: np.ones_like(v) for n, v in got.items()}), dwant, rtol=1e-11, atol=1e-11)
+
+
+def test_winograd_runs_where_both_channel_counts_reach_256_and_agrees_with_direct():
+    auto, direct = random_vgg19(3, dtype="float64"), random_vgg19(3, dtype="float64", conv="direct")
+    wino = [n for n in LAYER_ORDER if n.startswith("conv") and auto.uses_winograd(n)]
+    assert wino == ["conv3_2", "conv3_3", "conv3_4", "conv4_1", "conv4_2", "conv4_3", "conv4_4",
+                    "conv5_1", "conv5_2", "conv5_3", "conv5_4"]
+    assert not any(direct.uses_winograd(n) for n in LAYER_ORDER if n.startswith("conv"))
+    x = np.random.default_rng(5).normal(0, 50, (3, 52, 38))         # odd maps: conv3 13x9, conv4 6x4
+    layers = ["conv3_4", "conv4_2", "conv5_1"]
+    a, d = auto.forward(x, layers), direct.forward(x, layers)
+    for n in layers:
+        np.testing.assert_allclose(a[n], d[n], rtol=1e-11, atol=1e-11 * float(abs(d[n]).max()))
+    grads = {n: np.random.default_rng(6).normal(size=v.shape) for n, v in a.items()}
+    ga, gd = auto.backward(grads), direct.backward(grads)
+    np.testing.assert_allclose(ga, gd, rtol=1e-10, atol=1e-11 * float(abs(gd).max()))
+
+
+def test_unknown_convolution_algorithm_is_a_clear_error():
+    with pytest.raises(InputError, match="convolution algorithm"):
+        random_vgg19(0, conv="fft")
+
+
+def test_a_gradient_can_be_written_into_the_network_by_a_function():
+    net = random_net(4, dtype="float64")
+    x = np.random.default_rng(7).normal(0, 50, (3, 20, 16))
+    out = net.forward(x, ["conv2_1", "conv3_1"], layout="matrix")
+    r = np.random.default_rng(8)
+    g2, g3 = (r.normal(size=out[n].shape) * (out[n] != 0) for n in ("conv2_1", "conv3_1"))
+    want = net.backward({"conv2_1": g2, "conv3_1": g3}, layout="matrix")
+    calls = []
+
+    def write(g):
+        def w(out, accumulate=False):
+            calls.append(accumulate)
+            if accumulate:
+                out += g.T
+            else:
+                out[...] = g.T
+        return w
+
+    net.forward(x, ["conv2_1", "conv3_1"], layout="matrix")
+    got = net.backward({"conv2_1": write(g2), "conv3_1": write(g3)}, layout="matrix")
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    assert calls == [False, True]      # the deepest one stores, the next one adds
