@@ -20,7 +20,7 @@ whose backward pass applies the very same ReLU mask, so it is not computed twice
 
 import numpy as np
 
-from handnst.backend import array_module, matmul
+from handnst.backend import array_module, gemm, matmul
 from handnst.errors import InputError
 from handnst.vgg import canonical_layer, min_image_size
 
@@ -76,6 +76,42 @@ def style_layer_loss(F, A, M=None):
     diff = G - A
     scale = 1.0 / (4.0 * N * N * float(M) * float(M))
     return scale * _sum_sq(diff), (F, diff, scale)
+
+
+def style_layer_gradient_writer(cache, upstream=1.0):
+    """style_layer_loss_backward without the mask, as a function write(out, accumulate) for VGG19.backward.
+
+    It stores (or adds, when accumulate) the gradient, transposed, into `out` (M', N): the padded
+    channels-last matrix the network keeps for the layer's gradient. out = F^T D is one GEMM, and
+    with accumulate BLAS adds it to what `out` holds (beta = 1): no array of the gradient's size is
+    made. (For the lessons, style_layer_loss_backward returns the same gradient as an array.)
+    """
+    F, diff, scale = cache
+    D = (4.0 * scale * upstream) * diff
+    Ft = F.T
+
+    def write(out, accumulate=False):
+        if not accumulate:
+            matmul(Ft, D, out=out)
+        elif Ft.flags.c_contiguous and out.flags.c_contiguous:
+            gemm(Ft, D, out, accumulate=True)
+        else:
+            out += matmul(Ft, D)             # a layout gemm cannot add into in place: one temporary
+    return write
+
+
+def _both(first, second):
+    """Two gradients for one layer (content and style there): a writer that stores the first, adds the second."""
+    def write(out, accumulate=False):
+        for part in (first, second):
+            if callable(part):
+                part(out, accumulate=accumulate)
+            elif accumulate:
+                out += part.T
+            else:
+                out[...] = part.T
+            accumulate = True
+    return write
 
 
 def style_layer_loss_backward(cache, relu_mask=True, upstream=1.0, out=None):
@@ -229,16 +265,6 @@ class StyleTransferLoss:
                     self.gram_targets[n] = G if n not in self.gram_targets else self.gram_targets[n] + G
         self.layers = tuple(dict.fromkeys(self.content_layers + self.style_layers))
         self.last_parts = None
-        self._buffers = {}
-
-    def _scratch(self, name, shape):
-        """A reused (M', N) buffer for the style gradient of one layer (None where out= is not used)."""
-        if self.net.xp is not np:
-            return None
-        buf = self._buffers.get(name)
-        if buf is None or buf.shape != shape:
-            buf = self._buffers[name] = np.empty(shape, dtype=self.net.dtype)
-        return buf
 
     @staticmethod
     def _check_size(img, layers, what):
@@ -270,9 +296,8 @@ class StyleTransferLoss:
                 parts["style"] += self.style_layer_weights[n] * value
                 weight = self.beta * self.style_layer_weights[n]
                 if with_grad and weight:
-                    g = style_layer_loss_backward(cache, relu_mask=False, upstream=weight,
-                                                  out=self._scratch(n, feats[n].T.shape))
-                    grads[n] = grads[n] + g if n in grads else g
+                    write = style_layer_gradient_writer(cache, upstream=weight)
+                    grads[n] = _both(grads[n], write) if n in grads else write
         grad = None
         if with_grad:
             # The network applies each layer's ReLU mask itself on the way down.

@@ -194,3 +194,32 @@ def test_upstream_scalar_is_the_chain_rule():
     s = losses.style_layer_loss(F, A)[1]
     np.testing.assert_allclose(losses.style_layer_loss_backward(s, upstream=-2.0),
                                -2.0 * losses.style_layer_loss_backward(s), rtol=1e-13)
+
+
+def test_style_gradient_writer_stores_and_adds_the_same_gradient():
+    r = np.random.default_rng(9)
+    F = r.uniform(0, 1, (6, 40)).T.copy().T            # like the network's: F.T is the contiguous one
+    A = losses.gram_matrix(r.uniform(0, 1, (6, 40)))
+    cache = losses.style_layer_loss(F, A, M=30)[1]
+    want = losses.style_layer_loss_backward(cache, relu_mask=False, upstream=2.5)
+    write = losses.style_layer_gradient_writer(cache, upstream=2.5)
+    out = np.full((40, 6), np.nan)
+    write(out)
+    np.testing.assert_allclose(out, want.T, rtol=1e-13)
+    base = r.normal(size=(40, 6))
+    out = base.copy()
+    write(out, accumulate=True)
+    np.testing.assert_allclose(out, base + want.T, rtol=1e-13)
+    out = np.asfortranarray(base)                       # not C-ordered: still right, through a temporary
+    write(out, accumulate=True)
+    np.testing.assert_allclose(out, base + want.T, rtol=1e-13)
+
+
+def test_content_and_style_at_the_same_layer_add_up():
+    net = random_net(0, "avg", "float64", "numpy")
+    content, style, x = images(np)
+    loss = losses.StyleTransferLoss(net, content, style, content_layers=("conv3_1",),
+                                    style_layers=("conv1_1", "conv3_1"), alpha=1.0, beta=1e3)
+    value, grad = loss(x)
+    err = check_gradient(loss.value, x, grad, entries=12, directions=4, h=1e-3)
+    assert err <= OBJECTIVE_TOLERANCE, err
