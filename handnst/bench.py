@@ -9,7 +9,11 @@ not a wall-clock time, which depends on the machine, but a *ratio*:
     ratio             =  achieved GFLOP/s / the same backend's GEMM GFLOP/s, measured now
 
 A ratio near 1 means the evaluation runs at the speed of the BLAS it is built on; nothing written on
-top of that BLAS can do much better without doing fewer FLOPs (e.g. Winograd convolutions).
+top of that BLAS can do much better without doing fewer FLOPs. handnst does do fewer where it pays:
+the convolutions with 256 or more channels in and out (conv3_2 .. conv5_1 here) run with Winograd
+F(2, 3) along the rows, a third fewer multiplications (see layers.py). The FLOPs counted stay those of
+the direct convolution, the work the result is worth, so the ratio measures time against the direct
+GEMM ceiling and can pass 1 in principle. `--conv direct` times the plain GEMM path instead.
 
 What is counted (`objective_flops`), one multiply-add = 2 FLOPs:
 
@@ -27,12 +31,14 @@ rate of *useful* work.
 
 How it is measured (`bench_size`): per size, the objective the stylize command uses by default
 (content conv4_2, style conv1_1 ... conv5_1, average pooling) is built on random content, style and
-input images of that size; after `warmup` evaluations, `repeat` times: one timed value-and-gradient
-evaluation `loss(x)`, then one timed forward-only evaluation `loss.value(x)`. The backward time is the
-difference of the two in each round ("forward" thus includes the loss values, "backward" the loss
-gradients). The GEMM rate is measured in the same process right before and right after those
-evaluations (their mean is used), through `handnst.backend.gemm`, the call the convolutions make. The values of the weights do not change the speed, so random
-weights are used when no weights file is found (the report says which).
+input images of that size; after `warmup` evaluations, `repeat` rounds of: one timed value-and-gradient
+evaluation `loss(x)`, one timed forward-only evaluation `loss.value(x)`, and a short measurement of the
+square GEMM rate through `handnst.backend.gemm` (the call the convolutions make). The backward time is
+the difference of the first two ("forward" thus includes the loss values, "backward" the loss
+gradients). Each round's ratio compares its evaluation with the GEMM rate measured right after it, so
+that both see the machine in the same state (a shared machine's speed drifts by tens of percent within
+a minute); the ratio reported is the median of the rounds' ratios. The values of the weights do not
+change the speed, so random weights are used when no weights file is found (the report says which).
 
 Memory: each size runs in a fresh Python process, so the peak resident set size (ru_maxrss, which
 only ever grows) belongs to that size alone. On the GPU the figure is CuPy's memory pool: the pool
@@ -55,7 +61,8 @@ from handnst.losses import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
 from handnst.vgg import CONV_LAYERS, LAYER_ORDER, canonical_layer, scale_of
 
 DEFAULT_SIZES = ((128, 96), (256, 192), (512, 384))
-DEFAULT_REPEAT = 5
+DEFAULT_REPEAT = 7
+CONV_CHOICES = ("auto", "direct")
 DEFAULT_WARMUP = 1
 
 
@@ -142,19 +149,26 @@ def conv_like_gemm_shape(width, height):
     return max(h, 1) * (w + 2), 256, 256
 
 
-def measure_gemm(m, k, n, backend="numpy", dtype="float32", repeat=5, min_seconds=0.2):
-    """GFLOP/s of out = a @ b, a (m, k), b (k, n), through handnst.backend.gemm.
-
-    Uses the very call the convolutions use, on the same backend, after one untimed warm-up call.
-    The median of at least `repeat` timed calls, and of more for small shapes, until `min_seconds`
-    have gone by (one call of a small product is too short to time alone).
-    """
+def gemm_operands(m, k, n, backend="numpy", dtype="float32"):
+    """Random a (m, k), b (k, n) and an output (m, n) on the backend, for measure_gemm."""
     xp = get_xp(backend)
     dtype = resolve_dtype(dtype)
     rng = np.random.default_rng(0)
     a = xp.asarray(rng.standard_normal((m, k), dtype=np.float32).astype(dtype))
     b = xp.asarray(rng.standard_normal((k, n), dtype=np.float32).astype(dtype))
-    out = xp.empty((m, n), dtype=dtype)
+    return a, b, xp.empty((m, n), dtype=dtype)
+
+
+def measure_gemm(m, k, n, backend="numpy", dtype="float32", repeat=5, min_seconds=0.2, operands=None):
+    """GFLOP/s of out = a @ b, a (m, k), b (k, n), through handnst.backend.gemm.
+
+    Uses the very call the convolutions use, on the same backend, after one untimed warm-up call.
+    The median of at least `repeat` timed calls, and of more for small shapes, until `min_seconds`
+    have gone by (one call of a small product is too short to time alone). `operands`: the (a, b, out)
+    of gemm_operands, to reuse between measurements.
+    """
+    xp = get_xp(backend)
+    a, b, out = operands or gemm_operands(m, k, n, backend, dtype)
     gemm(a, b, out)
     synchronize(xp)
     seconds = []
@@ -253,11 +267,11 @@ def _random_image(rng, net, width, height):
     return net.xp.asarray(x.astype(net.dtype))
 
 
-def _build_net(weights, backend, dtype):
+def _build_net(weights, backend, dtype, conv="auto"):
     from handnst import vgg
     if weights == "random":
-        return vgg.random_vgg19(0, pooling="avg", backend=backend, dtype=dtype)
-    return vgg.load_vgg19(weights, pooling="avg", backend=backend, dtype=dtype)
+        return vgg.random_vgg19(0, pooling="avg", backend=backend, dtype=dtype, conv=conv)
+    return vgg.load_vgg19(weights, pooling="avg", backend=backend, dtype=dtype, conv=conv)
 
 
 def _memory_now(xp):
@@ -278,12 +292,13 @@ def _memory_now(xp):
 
 
 def bench_size(width, height, *, backend="numpy", dtype="float32", weights="random",
-               repeat=DEFAULT_REPEAT, warmup=DEFAULT_WARMUP, seed=0):
+               repeat=DEFAULT_REPEAT, warmup=DEFAULT_WARMUP, seed=0, conv="auto"):
     """Time the default objective at one size in this process; returns a JSON-friendly dict.
 
-    weights: "random" or the path of a weights file. The result has the FLOP count, the seconds per
-    evaluation (total, forward, backward: median, min, max and every sample), the achieved GFLOP/s,
-    seconds per megapixel and the memory peaks of this process (see the module docstring).
+    weights: "random" or the path of a weights file. conv: "auto" (Winograd where it pays) or
+    "direct". The result has the FLOP count, the seconds per evaluation (total, forward, backward:
+    median, min, max and every sample), the achieved GFLOP/s, the GEMM rates and ratios, seconds per
+    megapixel and the memory peaks of this process (see the module docstring).
     """
     from handnst.losses import StyleTransferLoss
     repeat, warmup = int(repeat), int(warmup)
@@ -295,7 +310,9 @@ def bench_size(width, height, *, backend="numpy", dtype="float32", weights="rand
                          f"which needs at least {need}x{need} pixels")
     memory_start = _memory_now(np)
     start = time.perf_counter()
-    net = _build_net(weights, backend, dtype)
+    if conv not in CONV_CHOICES:
+        raise InputError(f"unknown --conv {conv!r}: use " + " or ".join(CONV_CHOICES))
+    net = _build_net(weights, backend, dtype, conv)
     xp = net.xp
     if xp is not np:
         xp.get_default_memory_pool().free_all_blocks()
@@ -308,11 +325,13 @@ def bench_size(width, height, *, backend="numpy", dtype="float32", weights="rand
     for _ in range(warmup):
         loss(x)
     synchronize(xp)
-    # The GEMM yardstick is measured right before and right after the timed evaluations, in this same
-    # process, so that the ratio compares like with like even when the machine's speed drifts.
+    # The GEMM yardstick is measured in this same process: the square one after every round (the
+    # ratio pairs each evaluation with it), the conv-shaped one before and after all rounds.
+    flops = objective_flops(width, height)
     gemm_shapes = {"square": reference_gemm_shape(backend), "conv_like": conv_like_gemm_shape(width, height)}
-    gemm_before = {k: measure_gemm(*shape, backend, dtype) for k, shape in gemm_shapes.items()}
-    total, forward = [], []
+    square_operands = gemm_operands(*gemm_shapes["square"], backend, dtype)
+    conv_before = measure_gemm(*gemm_shapes["conv_like"], backend, dtype)
+    total, forward, square_rates = [], [], []
     for _ in range(repeat):
         t0 = time.perf_counter()
         value, grad = loss(x)
@@ -324,12 +343,19 @@ def bench_size(width, height, *, backend="numpy", dtype="float32", weights="rand
         total.append(t1 - t0)
         forward.append(t2 - t1)
         del grad
+        square_rates.append(measure_gemm(*gemm_shapes["square"], backend, dtype, repeat=3, min_seconds=0.1,
+                                         operands=square_operands))
+    del square_operands
     backward = [max(t - f, 0.0) for t, f in zip(total, forward)]
-    gemm_after = {k: measure_gemm(*shape, backend, dtype) for k, shape in gemm_shapes.items()}
-    gemm_rates = {k: {"shape": list(gemm_shapes[k]), "gflops_before": gemm_before[k], "gflops_after": gemm_after[k],
-                      "gflops": 0.5 * (gemm_before[k] + gemm_after[k])} for k in gemm_shapes}
+    conv_after = measure_gemm(*gemm_shapes["conv_like"], backend, dtype)
+    gemm_rates = {
+        "square": {"shape": list(gemm_shapes["square"]), "gflops": statistics.median(square_rates),
+                   "samples": square_rates},
+        "conv_like": {"shape": list(gemm_shapes["conv_like"]), "gflops_before": conv_before,
+                      "gflops_after": conv_after, "gflops": 0.5 * (conv_before + conv_after)},
+    }
+    ratios = [flops["total"] / t / 1e9 / rate for t, rate in zip(total, square_rates)]
 
-    flops = objective_flops(width, height)
     median = statistics.median(total)
     gflops = flops["total"] / median / 1e9
     megapixels = width * height / 1e6
@@ -337,7 +363,9 @@ def bench_size(width, height, *, backend="numpy", dtype="float32", weights="rand
     memory["baseline_rss_bytes"] = memory_start["peak_rss_bytes"]
     return {
         "size": _size_name(width, height), "width": width, "height": height, "megapixels": megapixels,
-        "backend": net.backend, "dtype": net.dtype.name, "weights": net.source,
+        "backend": net.backend, "dtype": net.dtype.name, "weights": net.source, "conv": conv,
+        "winograd_layers": [n for n in LAYER_ORDER if n.startswith("conv") and net.uses_winograd(n)
+                            and LAYER_ORDER.index(n) <= LAYER_ORDER.index("conv5_1")],
         "repeat": repeat, "warmup": warmup, "loss_value": float(value),
         "flops": flops,
         "seconds": _stats(total), "forward_seconds": _stats(forward), "backward_seconds": _stats(backward),
@@ -345,7 +373,8 @@ def bench_size(width, height, *, backend="numpy", dtype="float32", weights="rand
         "forward_gflops": flops["forward"] / statistics.median(forward) / 1e9,
         "gemm": gemm_rates,
         "gemm_gflops": gemm_rates["square"]["gflops"],
-        "ratio_to_gemm": gflops / gemm_rates["square"]["gflops"],
+        "ratio_to_gemm": statistics.median(ratios),
+        "ratio_samples": ratios,
         "conv_gemm_gflops": gemm_rates["conv_like"]["gflops"],
         "ratio_to_conv_gemm": gflops / gemm_rates["conv_like"]["gflops"],
         "seconds_per_megapixel": median / megapixels,
@@ -404,7 +433,7 @@ def resolve_weights(weights=None):
 
 
 def run_benchmark(sizes=DEFAULT_SIZES, *, device="cpu", dtype="float32", repeat=DEFAULT_REPEAT,
-                  warmup=DEFAULT_WARMUP, weights=None, isolate=True, log=None):
+                  warmup=DEFAULT_WARMUP, weights=None, isolate=True, log=None, conv="auto"):
     """Benchmark every (width, height) in `sizes`; returns the whole report as a JSON-friendly dict.
 
     isolate: run each size in a fresh process (peak memory per size); False runs them all here, and
@@ -419,6 +448,8 @@ def run_benchmark(sizes=DEFAULT_SIZES, *, device="cpu", dtype="float32", repeat=
     repeat, warmup = int(repeat), int(warmup)
     if repeat < 1 or warmup < 0:
         raise InputError("--repeat must be at least 1 and --warmup at least 0")
+    if conv not in CONV_CHOICES:
+        raise InputError(f"unknown --conv {conv!r}: use " + " or ".join(CONV_CHOICES))
     weights_arg, weights_note = resolve_weights(weights)
     log = log or (lambda line: None)
     machine = machine_info(backend)      # before any work of ours, so the load average is the others'
@@ -429,7 +460,7 @@ def run_benchmark(sizes=DEFAULT_SIZES, *, device="cpu", dtype="float32", repeat=
 
     results = []
     for width, height in sizes:
-        spec = dict(backend=backend, dtype=dtype, weights=weights_arg, repeat=repeat, warmup=warmup)
+        spec = dict(backend=backend, dtype=dtype, weights=weights_arg, repeat=repeat, warmup=warmup, conv=conv)
         result = bench_size_isolated(width, height, **spec) if isolate else bench_size(width, height, **spec)
         results.append(result)
         log(f"bench: {result['size']}: {result['seconds']['median']:.3f} s per evaluation, "
@@ -446,7 +477,7 @@ def run_benchmark(sizes=DEFAULT_SIZES, *, device="cpu", dtype="float32", repeat=
         "weights": weights_note,
         "objective": {"content_layers": list(DEFAULT_CONTENT_LAYERS), "style_layers": list(DEFAULT_STYLE_LAYERS),
                       "pooling": "avg", "alpha": 1.0, "beta": 1e3, "tv_weight": 0.0},
-        "repeat": repeat, "warmup": warmup, "isolated": bool(isolate),
+        "repeat": repeat, "warmup": warmup, "isolated": bool(isolate), "conv": conv,
         "gemm_square_shape": list(square),
         "gemm_gflops": statistics.median(r["gemm_gflops"] for r in results),
         "sizes": results,
@@ -486,9 +517,13 @@ def format_report(report):
     lines.append(f"backend: {report['backend']}, {report['dtype']}; {report['weights']}")
     lines.append("objective: content conv4_2, style conv1_1..conv5_1, average pooling; "
                  f"{report['warmup']} warm-up, {report['repeat']} timed evaluations per size")
+    winograd = report["sizes"][0].get("winograd_layers") if report["sizes"] else None
+    lines.append("convolutions: " + (f"Winograd F(2, 3) along the rows for {winograd[0]}..{winograd[-1]} "
+                                     "(a third fewer multiplications there), nine GEMMs each for the rest"
+                                     if winograd else "nine GEMMs each (direct)"))
     sq = "x".join(str(d) for d in report["gemm_square_shape"])
     lines.append(f"{routine} {sq}: {report['gemm_gflops']:.1f} GFLOP/s (median over sizes; each size measures it "
-                 "right before and after its timings, in its own process)")
+                 "after every timed evaluation, in its own process)")
     gpu = report["backend"] == "cupy"
     header = (f"{'size':>9s} {'GFLOP':>7s} {'s/eval':>7s} {'min':>7s} {'max':>7s} {'fwd s':>7s} {'bwd s':>7s} "
               f"{'GFLOP/s':>8s} {routine:>7s} {'%' + routine:>7s} {'%conv':>6s} {'s/Mpx':>7s} {'vs big':>6s} "
@@ -508,11 +543,11 @@ def format_report(report):
         "",
         f"cost per pixel: spread {100 * report['cost_per_pixel_spread']:.0f}% across sizes (max/min - 1; "
         "'vs big' is s/Mpx relative to the largest size)",
-        f"{routine}: GFLOP/s of the square {routine} {sq} measured with that size (mean of before and after); "
-        f"%{routine}: achieved GFLOP/s over it; %conv: over a {routine} shaped like one conv3_x tap product "
-        "at that size",
-        "FLOPs: 3x3 convolutions up to conv5_1 forward and backward (dL/dinput only) plus the Gram "
-        "matrices and their gradients; bias, ReLU, pooling and padding columns not counted",
+        f"{routine}: GFLOP/s of the square {routine} {sq} (median of its measurements after each evaluation); "
+        f"%{routine}: median over the evaluations of achieved GFLOP/s over the {routine} measured right after "
+        f"it; %conv: over a {routine} shaped like one conv3_x tap product at that size (before and after)",
+        "FLOPs: 3x3 convolutions up to conv5_1 forward and backward (dL/dinput only) as direct convolutions, "
+        "plus the Gram matrices and their gradients; bias, ReLU, pooling and padding columns not counted",
         f"memory: {report['memory_note']}",
     ]
     return "\n".join(lines)
@@ -535,6 +570,9 @@ def add_cli_arguments(parser):
     parser.add_argument("--weights", metavar="PATH|random",
                         help="weights file, or 'random' (default: the file handnst finds, else random; "
                              "timings do not depend on the weight values)")
+    parser.add_argument("--conv", default="auto", choices=list(CONV_CHOICES),
+                        help="auto: Winograd F(2, 3) for the layers with 256+ channels, where it is faster "
+                             "(the default, what stylize runs); direct: nine GEMMs for every convolution")
     parser.add_argument("--in-process", action="store_true",
                         help="run every size in this process instead of a fresh one each "
                              "(faster to start, but the memory peaks then mix)")
@@ -559,7 +597,7 @@ def run_cli(args):
     if args.json and not to_stdout:
         _check_writable(args.json)     # before the run, not after a minute of work
     report = run_benchmark(sizes, device=args.device, dtype=args.dtype, repeat=args.repeat, warmup=args.warmup,
-                           weights=args.weights, isolate=not args.in_process,
+                           weights=args.weights, isolate=not args.in_process, conv=args.conv,
                            log=lambda line: print(line, file=sys.stderr, flush=True))
     text = json.dumps(report, indent=2)
     if to_stdout:
@@ -572,5 +610,5 @@ def run_cli(args):
     return 0
 
 
-__all__ = ["objective_flops", "measure_gemm", "bench_size", "run_benchmark", "format_report", "parse_size",
+__all__ = ["objective_flops", "measure_gemm", "gemm_operands", "bench_size", "run_benchmark", "format_report", "parse_size",
            "machine_info", "add_cli_arguments", "run_cli", "DEFAULT_SIZES"]

@@ -5,6 +5,7 @@ A benchmark is not a test: nothing here asserts how fast anything is.
 
 import argparse
 import json
+import statistics
 
 import pytest
 
@@ -149,7 +150,12 @@ def _check_report(report, sizes):
         assert r["forward_seconds"]["median"] > 0 and r["backward_seconds"]["median"] >= 0
         # the derived numbers are consistent with the measured ones
         assert r["gflops"] == pytest.approx(r["flops"]["total"] / s["median"] / 1e9)
-        assert r["ratio_to_gemm"] == pytest.approx(r["gflops"] / r["gemm_gflops"])
+        # each round's ratio pairs its evaluation with the GEMM rate measured right after it
+        rates = r["gemm"]["square"]["samples"]
+        assert len(rates) == len(r["ratio_samples"]) == report["repeat"]
+        assert r["gemm_gflops"] == pytest.approx(statistics.median(rates))
+        assert r["ratio_samples"] == pytest.approx([r["flops"]["total"] / t / 1e9 / g for t, g in zip(s["samples"], rates)])
+        assert r["ratio_to_gemm"] == pytest.approx(statistics.median(r["ratio_samples"]))
         assert r["ratio_to_conv_gemm"] == pytest.approx(r["gflops"] / r["conv_gemm_gflops"])
         assert r["gemm"]["square"]["shape"] == report["gemm_square_shape"]
         assert r["gemm"]["conv_like"]["shape"] == list(bench.conv_like_gemm_shape(r["width"], r["height"]))
