@@ -124,8 +124,8 @@ def style_layer_loss_backward(cache, relu_mask=True, upstream=1.0, out=None):
 
     `upstream` is the scalar dL/dE_l of a larger objective (beta w_l in the total loss). Every scalar
     is multiplied into the small N x N matrix D first, so the big N x M gradient is written once.
-    `out`, optional: an (M, N) C-ordered array to write F^T D into (reused between evaluations,
-    since a fresh N x M array every time costs the operating system a page fault per 4 KB).
+    `out`, optional: an (M, N) C-ordered array to write F^T D into. (StyleTransferLoss does not
+    store this gradient at all: see style_layer_gradient_writer.)
     """
     F, diff, scale = cache
     grad = matmul(F.T, (4.0 * scale * upstream) * diff, out=out).T
