@@ -199,6 +199,9 @@ def test_network_pooling_equals_naive(xp, mode, H, W):
     dout = xp.asarray(r.normal(size=want.shape))
     dP = L.pool_backward_padded(L.to_padded(dout), P, H, W, xp.full((L.padded_length(H, W), 4), np.nan), mode)
     np.testing.assert_allclose(to_host(L.from_padded(dP, H, W)), to_host(bwd(dout, cache)), rtol=1e-12)
+    # the layout's invariant: the border (the next convolution's padding) is exactly zero
+    for P_out, h, w in ((out, H // 2, W // 2), (dP, H, W)):
+        np.testing.assert_array_equal(to_host(P_out), to_host(L.to_padded(L.from_padded(P_out, h, w))))
 
 
 @pytest.mark.parametrize("dtype,tol", [("float32", 2e-5), ("float64", 1e-12)])
