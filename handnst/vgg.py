@@ -46,6 +46,9 @@ CONV_ALGORITHMS = ("auto", "direct")
 # Winograd pays where the products are large: measured on 2 cores, the 256- and 512-channel layers
 # gain 5-25%, the 128-channel ones lose a little to the extra row additions.
 WINOGRAD_MIN_CHANNELS = 256
+# Layers with this many output channels or more also keep their Winograd filters transposed for the
+# forward pass (layers.winograd_taps_transposed): conv4_1 .. conv5_4, about 10% faster products there.
+TRANSPOSED_FILTERS_MIN_OUT = 512
 
 
 def canonical_layer(name):
@@ -98,6 +101,7 @@ class VGG19:
             self._taps[name] = L.conv_taps(w)              # (9, C, K), the layout the GEMMs want
             self._bias[name] = self.xp.asarray(b, dtype=self.dtype)
         self._winograd = {}                 # name -> winograd_taps, built on first use
+        self._winograd_t = {}               # name -> winograd_taps_transposed, likewise
         self._buffers = {}
         self._state = None
 
@@ -137,6 +141,14 @@ class VGG19:
             U = self._winograd[name] = L.winograd_taps(self._taps[name])
         return U
 
+    def _winograd_taps_t(self, name):
+        if self._taps[name].shape[2] < TRANSPOSED_FILTERS_MIN_OUT:
+            return None
+        U_t = self._winograd_t.get(name)
+        if U_t is None:
+            U_t = self._winograd_t[name] = L.winograd_taps_transposed(self._winograd_taps(name))
+        return U_t
+
     def _winograd_scratch(self, H, W, C, K):
         """Views (Z, M) for conv3x3_winograd_forward, carved from one flat buffer that only grows."""
         shapes = L.winograd_scratch_shapes(H, W, C, K, itemsize=self.dtype.itemsize)
@@ -151,7 +163,7 @@ class VGG19:
         if self.uses_winograd(name):
             scratch = self._winograd_scratch(H, W, *taps.shape[1:])
             return L.conv3x3_winograd_forward(P, H, W, self._winograd_taps(name), self._bias[name], out,
-                                              scratch=scratch)
+                                              scratch=scratch, U_t=self._winograd_taps_t(name))
         return L.conv3x3_forward(P, H, W, taps, self._bias[name], out)
 
     def _conv_backward(self, name, dY, H, W, out):

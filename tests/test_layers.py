@@ -154,9 +154,12 @@ def test_winograd_convolution_equals_naive(xp, H, W, C, K, chunk):
 
     if chunk is not None and H > 2:     # really chunked (9x4 in chunks of 2, 2, 1 tile rows; 11x10 in 4, 2)
         assert scratch(C, K)[1].shape[1] < ((H + 1) // 2) * (W + 2)
-    for relu in (False, True):
+    U_t = L.winograd_taps_transposed(U)
+    assert all(u_t.shape == (3, K, C) and u_t.flags.c_contiguous for u_t in U_t)
+    for relu, transposed in ((False, None), (True, None), (True, U_t)):
         out = xp.full((L.padded_length(H, W), K), np.nan)
-        P = L.conv3x3_winograd_forward(L.to_padded(x), H, W, U, b, out, relu=relu, scratch=scratch(C, K))
+        P = L.conv3x3_winograd_forward(L.to_padded(x), H, W, U, b, out, relu=relu, scratch=scratch(C, K),
+                                       U_t=transposed)
         expect = xp.maximum(want, 0) if relu else want
         np.testing.assert_allclose(to_host(L.from_padded(P, H, W)), to_host(expect), rtol=1e-10, atol=1e-12)
         grid = to_host(L.padded_grid(P, H, W))

@@ -175,6 +175,7 @@ def test_winograd_runs_where_both_channel_counts_reach_256_and_agrees_with_direc
     x = np.random.default_rng(5).normal(0, 50, (3, 52, 38))         # odd maps: conv3 13x9, conv4 6x4
     layers = ["conv3_4", "conv4_2", "conv5_1"]
     a, d = auto.forward(x, layers), direct.forward(x, layers)
+    assert sorted(auto._winograd_t) == ["conv4_1", "conv4_2", "conv4_3", "conv4_4", "conv5_1"]  # 512 out: transposed copy used
     for n in layers:
         np.testing.assert_allclose(a[n], d[n], rtol=1e-11, atol=1e-11 * float(abs(d[n]).max()))
     grads = {n: np.random.default_rng(6).normal(size=v.shape) for n, v in a.items()}
