@@ -565,13 +565,13 @@ def conv3x3_winograd_forward(P, H, W, U, bias, out, relu=True, scratch=None, tra
         for a in range(4):
             for v in range(3):
                 accumulate = v > 0 or (a == 1 and bias is not None)
-                if transpose:
-                    flipped = U[3 - a if a in (0, 3) else a][2 - v]
-                    gemm(Z[a, v:v + n * Wp], flipped, M[a, :n * Wp], accumulate=accumulate, trans_b=True)
-                elif U_t is not None:
-                    gemm(Z[a, v:v + n * Wp], U_t[a][v], M[a, :n * Wp], accumulate=accumulate, trans_b=True)
+                if transpose:       # the flipped filters, read transposed
+                    filters, trans = U[3 - a if a in (0, 3) else a][2 - v], True
+                elif U_t is not None:   # U[a][v] again, from its transposed copy
+                    filters, trans = U_t[a][v], True
                 else:
-                    gemm(Z[a, v:v + n * Wp], U[a][v], M[a, :n * Wp], accumulate=accumulate)
+                    filters, trans = U[a][v], False
+                gemm(Z[a, v:v + n * Wp], filters, M[a, :n * Wp], accumulate=accumulate, trans_b=trans)
         m = [M[a, :n * Wp].reshape(n, Wp, K) for a in range(4)]
         even = Yg[2 * i0: 2 * (i0 + n): 2]
         odd = Yg[2 * i0 + 1: 2 * (i0 + n): 2]      # one row short if H is odd

@@ -523,6 +523,16 @@ def _unpickle(file, persistent_load=None):
     return _RestrictedUnpickler(file, persistent_load).load()
 
 
+def _storage_reference(pid, length):
+    """Check a pickled storage reference ('storage', storage_type, key, location, numel, ...) of the
+    given length (6 in the legacy format, 5 in the zip one) and return it."""
+    if not (isinstance(pid, tuple) and len(pid) == length and pid[0] == "storage"
+            and isinstance(pid[1], _StorageType) and isinstance(pid[2], str)
+            and isinstance(pid[4], int) and pid[4] >= 0):
+        raise _TorchFileError("a storage reference has unexpected contents")
+    return pid
+
+
 def _read_legacy(f):
     """Read the legacy (non-zip) torch.save format from the binary file object `f`."""
     if _unpickle(f) != LEGACY_MAGIC:
@@ -537,11 +547,7 @@ def _read_legacy(f):
 
     def persistent_load(pid):
         # ('storage', storage_type, root_key, location, numel, view_metadata)
-        if not (isinstance(pid, tuple) and len(pid) == 6 and pid[0] == "storage"
-                and isinstance(pid[1], _StorageType) and isinstance(pid[2], str)
-                and isinstance(pid[4], int) and pid[4] >= 0):
-            raise _TorchFileError("a storage reference has unexpected contents")
-        _, storage_type, key, _location, numel, view_metadata = pid
+        _, storage_type, key, _location, numel, view_metadata = _storage_reference(pid, 6)
         if key not in storages:
             storages[key] = _Storage(storage_type, numel)
         root = storages[key]
@@ -590,11 +596,7 @@ def _read_zip(archive):
 
     def persistent_load(pid):
         # ('storage', storage_type, key, location, numel)
-        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"
-                and isinstance(pid[1], _StorageType) and isinstance(pid[2], str)
-                and isinstance(pid[4], int) and pid[4] >= 0):
-            raise _TorchFileError("a storage reference has unexpected contents")
-        _, storage_type, key, _location, numel = pid
+        _, storage_type, key, _location, numel = _storage_reference(pid, 5)
         if key not in storages:
             name = f"{prefix}data/{key}"
             try:

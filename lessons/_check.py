@@ -25,6 +25,16 @@ def _max_rel_error(got, expected, tiny):
     return float(np.max(gradcheck.rel_error(got, expected, tiny)))
 
 
+def _verdict(name, err, tol, against):
+    """Print the PASS line and return err, or print the FAIL line and raise AssertionError."""
+    if not np.isfinite(err) or err > tol:
+        message = f"FAIL {name} (max rel error {err:.2e}{against} > tolerance {tol:.0e})"
+        print(message)
+        raise AssertionError(message)
+    print(f"PASS {name} (max rel error {err:.2e}{against}, tolerance {tol:.0e})")
+    return err
+
+
 def check_close(name, got, expected, tol=1e-8, tiny=1e-12):
     """PASS when every entry of `got` matches `expected` to relative error `tol`; else AssertionError.
 
@@ -36,12 +46,7 @@ def check_close(name, got, expected, tol=1e-8, tiny=1e-12):
     except AssertionError as exc:
         print(f"{exc}  [{name}]")
         raise
-    if not np.isfinite(err) or err > tol:
-        message = f"FAIL {name} (max rel error {err:.2e} > tolerance {tol:.0e})"
-        print(message)
-        raise AssertionError(message)
-    print(f"PASS {name} (max rel error {err:.2e}, tolerance {tol:.0e})")
-    return err
+    return _verdict(name, err, tol, "")
 
 
 def check_gradient(name, f, x, grad, tol=1e-6, **kw):
@@ -50,13 +55,7 @@ def check_gradient(name, f, x, grad, tol=1e-6, **kw):
     f(x) must return a Python float; x should be float64 (finite differences in float32 are noise).
     Extra keywords (entries, directions, h, seed) go to handnst.gradcheck.check_gradient.
     """
-    err = gradcheck.check_gradient(f, x, grad, **kw)
-    if not np.isfinite(err) or err > tol:
-        message = f"FAIL {name} (max rel error {err:.2e} against finite differences > tolerance {tol:.0e})"
-        print(message)
-        raise AssertionError(message)
-    print(f"PASS {name} (max rel error {err:.2e} against finite differences, tolerance {tol:.0e})")
-    return err
+    return _verdict(name, gradcheck.check_gradient(f, x, grad, **kw), tol, " against finite differences")
 
 
 def check_layer_gradient(name, forward, backward, x, tol=1e-6, seed=0, **kw):

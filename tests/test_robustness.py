@@ -551,6 +551,18 @@ def _wait_for(condition, proc, seconds=60):
         time.sleep(0.05)
 
 
+def _interrupt_when(condition, proc):
+    """Ctrl-C the run once `condition()` holds; returns its stderr as text (the run is killed if it hangs)."""
+    try:
+        _wait_for(condition, proc)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return err.decode()
+
+
 def test_ctrl_c_saves_the_best_image_so_far_and_exits_130(tmp_path, real_weights_path):
     """Run in a terminal (a pty), so that the progress bar is shown; Ctrl-C once it has moved."""
     import fcntl
@@ -600,14 +612,7 @@ def test_ctrl_c_leaves_only_complete_frames(tmp_path, real_weights_path):
     in full, the animation is written, and no temporary file remains."""
     proc = _start(stylize("--size", "32", "--iters", "1000", "--save-every", "1", "--json", "r.json", "-q"),
                   tmp_path, real_weights_path, subprocess.PIPE)
-    try:
-        _wait_for(lambda: (tmp_path / "out_0003.png").exists(), proc)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    err = err.decode()
+    err = _interrupt_when(lambda: (tmp_path / "out_0003.png").exists(), proc)
     assert proc.returncode == 130, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("handnst: interrupted after"), err
@@ -699,16 +704,9 @@ def test_an_interrupted_download_leaves_nothing_half_written(tmp_path):
     with _Server(body, chunk=1 << 12, pause=0.02) as server:
         proc = _start(["weights", "fetch", "--source", "keras", server.url, "--output", "vgg19.h5"], tmp_path,
                       None, subprocess.PIPE)
-        try:
-            # The download has started once its scratch file next to the output has data in it.
-            _wait_for(lambda: any(size for name, size in snapshot(tmp_path).items()
-                                  if name.endswith(".h5") and size), proc)
-            proc.send_signal(signal.SIGINT)
-            _, err = proc.communicate(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-    err = err.decode()
+        # The download has started once its scratch file next to the output has data in it.
+        err = _interrupt_when(lambda: any(size for name, size in snapshot(tmp_path).items()
+                                          if name.endswith(".h5") and size), proc)
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     last = err.strip().splitlines()[-1]
