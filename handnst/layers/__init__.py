@@ -1,0 +1,74 @@
+"""The layers of the networks, each as a forward pass and a hand-written backward pass.
+
+The textbook layers work on one image `x` of shape (C, H, W), in the style of CS231n's `layers.py`:
+
+    out, cache = conv_forward(x, w, b, stride=1, pad=1)
+    dx = conv_backward(dout, cache)              # what stylization needs
+    dw, db = conv_weight_backward(dout, cache)   # what training needs (derived in the lessons)
+
+Every textbook layer comes twice: `*_naive` with explicit loops, to read next to the math, and a
+vectorized version to run. The tests compare the two with each other and with finite differences.
+
+| module       | what is in it                                                                     |
+|--------------|-----------------------------------------------------------------------------------|
+| `conv.py`    | convolution: naive loops, im2col / col2im, input and weight gradients             |
+| `relu.py`    | ReLU                                                                              |
+| `pooling.py` | 2x2 average and max pooling                                                       |
+| `padded.py`  | the layout VGG19 runs in: padded, channels last, flattened; 3x3 convolution as    |
+|              | nine matrix products on row slices, ReLU masks and pooling in that layout         |
+| `winograd.py`| the same 3x3 convolution with Winograd F(2, 3) along the rows                     |
+
+Everything is re-exported here, so `from handnst import layers as L; L.conv_forward(...)` works.
+"""
+
+from handnst.layers.conv import (  # noqa: F401
+    conv_output_size,
+    conv_forward_naive,
+    conv_backward_naive,
+    conv_weight_backward_naive,
+    im2col,
+    col2im,
+    conv_forward,
+    conv_backward,
+    conv_weight_backward,
+)
+from handnst.layers.relu import (  # noqa: F401
+    relu_forward_naive,
+    relu_backward_naive,
+    relu_forward,
+    relu_backward,
+)
+from handnst.layers.pooling import (  # noqa: F401
+    avg_pool_forward_naive,
+    avg_pool_backward_naive,
+    avg_pool_forward,
+    avg_pool_backward,
+    max_pool_forward_naive,
+    max_pool_backward_naive,
+    max_pool_forward,
+    max_pool_backward,
+)
+from handnst.layers.padded import (  # noqa: F401
+    padded_length,
+    padded_grid,
+    to_padded,
+    from_padded,
+    conv_taps,
+    conv3x3_forward,
+    conv3x3_backward,
+    zero_border,
+    relu_mask_backward,
+    pool_forward_padded,
+    pool_backward_padded,
+)
+from handnst.layers.winograd import (  # noqa: F401
+    winograd_f23,
+    winograd_taps,
+    winograd_scratch_shapes,
+    winograd_taps_transposed,
+    conv3x3_winograd_forward,
+    conv3x3_winograd_backward,
+    WINOGRAD_BT,
+    WINOGRAD_G,
+    WINOGRAD_AT,
+)

@@ -1,0 +1,220 @@
+"""The layout VGG19 actually runs in, for speed: padded, channels last, flattened.
+
+A feature map of C channels on an H x W grid is stored *channels last* with a one-pixel zero border,
+flattened, as a matrix of shape (padded_length(H, W), C). In that layout a 3x3 convolution is nine
+matrix products whose inputs are plain contiguous row-slices of the same buffer (no im2col copy), and
+the backward pass is nine more. See `conv3x3_forward` for the derivation.
+"""
+
+from handnst.backend import array_module, gemm
+
+
+# =============================================================================================
+# Part 2. The layout the network runs in: padded, channels last, flattened
+# =============================================================================================
+#
+# A map of C channels on an H x W grid lives in a matrix P of shape (padded_length(H, W), C):
+# row r = y * (W + 2) + x is pixel (y, x) of the grid with a one-pixel zero border (so the image
+# pixel (i, j) is row (i + 1) * (W + 2) + (j + 1)), and two extra zero rows at the end. The border
+# rows are always zero: they *are* the padding of the next 3x3 convolution.
+
+
+def padded_length(H, W):
+    """Rows of a padded map: the (H+2) x (W+2) grid plus 2 rows of slack read by the last tap."""
+    return (H + 2) * (W + 2) + 2
+
+
+def padded_grid(P, H, W):
+    """View of P's first (H+2)(W+2) rows as the (H+2, W+2, C) padded grid."""
+    return P[:(H + 2) * (W + 2)].reshape(H + 2, W + 2, P.shape[1])
+
+
+def to_padded(x, out=None):
+    """(C, H, W) -> padded channels-last matrix (padded_length(H, W), C), zero border."""
+    xp = array_module(x)
+    C, H, W = x.shape
+    if out is None:
+        out = xp.zeros((padded_length(H, W), C), dtype=x.dtype)
+    else:
+        out[...] = 0
+    padded_grid(out, H, W)[1:H + 1, 1:W + 1] = x.transpose(1, 2, 0)
+    return out
+
+
+def from_padded(P, H, W):
+    """Padded channels-last matrix -> a new contiguous (C, H, W) array (always a copy: P is reused)."""
+    # .copy(), not ascontiguousarray: for a 1x1 map the transposed view is already contiguous and
+    # ascontiguousarray would hand back a view into the network's reused buffer.
+    return padded_grid(P, H, W)[1:H + 1, 1:W + 1].transpose(2, 0, 1).copy()
+
+
+def conv_taps(w):
+    """Filters (K, C, 3, 3) -> taps (9, C, K): taps[3u + v] = w[:, :, u, v].T, contiguous.
+
+    Tap t multiplies the input shifted by (u, v); this is the HWIO order Keras stores.
+    """
+    xp = array_module(w)
+    K, C, kh, kw = w.shape
+    return xp.ascontiguousarray(w.transpose(2, 3, 1, 0)).reshape(kh * kw, C, K)
+
+
+def _tap_offsets(W):
+    # Reading the padded input at row r + 3-by-3 offsets (u, v) is reading row r + u*(W+2) + v.
+    return [u * (W + 2) + v for u in range(3) for v in range(3)]
+
+
+def conv3x3_forward(P, H, W, taps, bias, out, relu=True, im2col_below=16):
+    """3x3 convolution, stride 1, padding 1 (+ ReLU), from padded map P (L, C) into `out` (L, K).
+
+    Derivation. Let N = H (W + 2): compute the convolution at every row r of the padded grid that
+    starts an output "row" of width W + 2, i.e. output pixel (i, j) sits at r = i (W + 2) + j. Its
+    3x3 window in the padded input is rows r + u (W + 2) + v, for u, v in 0..2. So, with the input
+    rows shifted by offset o_t = u (W + 2) + v,
+
+        Y[r, :] = b + sum_t P[r + o_t, :] @ taps[t]         i.e.   Y = b + sum_t P[o_t : o_t + N] @ taps[t]
+
+    nine matrix products whose left factors are *contiguous row slices* of P: no copy at all. Columns
+    j = W and W + 1 of Y are junk (their window wrapped around the row), and they land exactly on
+    the border rows of the next padded map when Y is written at offset W + 3, so we zero them there.
+    With few input channels (the 3-channel image) nine thin products waste memory traffic, so below
+    `im2col_below` channels the nine shifted slices are copied into one (9C, N) matrix (im2col, built
+    channel-first so every copy is a contiguous row) for a single product.
+    """
+    xp = array_module(P)
+    C = P.shape[1]
+    K = taps.shape[2]
+    N = H * (W + 2)
+    start = W + 3                       # row of pixel (1, 1) in the padded output grid
+    Y = out[start:start + N]
+    out[:start] = 0
+    out[start + N:] = 0
+    Y[...] = bias                      # bias first, then every product accumulates into it
+    offsets = _tap_offsets(W)
+    if C < im2col_below:
+        # im2col built channel-first: row (t, c) of colsT is channel c read at offset o_t, a
+        # contiguous copy; then Y += colsT^T @ taps (BLAS reads colsT transposed, no copy).
+        X = xp.ascontiguousarray(P.T)                           # (C, L), small for the image
+        colsT = xp.empty((9 * C, N), dtype=P.dtype)
+        for t, o in enumerate(offsets):
+            colsT[t * C:(t + 1) * C] = X[:, o:o + N]
+        gemm(colsT, taps.reshape(9 * C, K), Y, accumulate=True, trans_a=True)
+    else:
+        for t, o in enumerate(offsets):
+            gemm(P[o:o + N], taps[t], Y, accumulate=True)
+    Yg = Y.reshape(H, W + 2, K)
+    Yg[:, W:] = 0                      # the junk columns are the next map's border: zero
+    if relu:
+        xp.maximum(Y, 0, out=Y)
+    return out
+
+
+def conv3x3_backward(dY, H, W, taps, out, im2col_below=16):
+    """dL/dP for conv3x3_forward: the nine products run backwards. dY (L, K) -> out (L, C).
+
+    Y = sum_t P[o_t : o_t + N] @ taps[t] is linear in each slice, so each slice receives
+    dL/dY @ taps[t]^T, added into the rows it was read from. dY must be zero on the border rows
+    (the ReLU mask takes care of that, because the forward output is zero there). The border rows
+    of `out` end up holding gradients for the zero padding, which nobody uses; the caller's next
+    ReLU mask (or `from_padded`) drops them.
+    """
+    xp = array_module(dY)
+    C = taps.shape[1]
+    N = H * (W + 2)
+    start = W + 3
+    dYr = dY[start:start + N]
+    offsets = _tap_offsets(W)
+    if C < im2col_below:
+        # dcolsT (9C, N) = taps (9C, K) @ dY^T, then fold each row back onto its channel at its
+        # offset (contiguous adds), and transpose the small C-channel result into `out`.
+        dcolsT = xp.empty((9 * C, N), dtype=dY.dtype)
+        gemm(taps.reshape(9 * C, -1), dYr, dcolsT, trans_b=True)
+        dX = xp.zeros((C, out.shape[0]), dtype=dY.dtype)
+        for t, o in enumerate(offsets):
+            dX[:, o:o + N] += dcolsT[t * C:(t + 1) * C]
+        out[...] = dX.T
+        return out
+    # The centre tap (u = v = 1) covers exactly rows start .. start + N: it initialises them, the
+    # other eight accumulate, and only the rows outside need zeroing.
+    centre = 4
+    out[:start] = 0
+    out[start + N:] = 0
+    gemm(dYr, taps[centre], out[start:start + N], trans_b=True)
+    for t, o in enumerate(offsets):
+        if t != centre:
+            gemm(dYr, taps[t], out[o:o + N], accumulate=True, trans_b=True)
+    return out
+
+
+def zero_border(P, H, W):
+    """Zero the one-pixel border and the slack rows of a padded map (its interior is untouched)."""
+    grid = padded_grid(P, H, W)
+    grid[0] = 0
+    grid[H + 1] = 0
+    grid[:, 0] = 0
+    grid[:, W + 1] = 0
+    P[(H + 2) * (W + 2):] = 0
+    return P
+
+
+def relu_mask_backward(dY, Y):
+    """In place: dY *= [Y > 0], with Y the stored (post-ReLU) output. Zero borders stay zero."""
+    xp = array_module(dY)
+    xp.multiply(dY, Y > 0, out=dY)
+    return dY
+
+
+def _padded_pool_views(P, H, W):
+    """The four members of each 2x2 window of a padded map, as views of shape (H//2, W//2, C)."""
+    H2, W2 = H // 2, W // 2
+    inner = padded_grid(P, H, W)[1:2 * H2 + 1, 1:2 * W2 + 1]
+    return [inner[u::2, v::2] for u in (0, 1) for v in (0, 1)]
+
+
+def pool_forward_padded(P, H, W, out, mode="avg"):
+    """2x2/2 pooling (average or max) of padded map P (H x W grid) into padded `out` (H//2 x W//2)."""
+    xp = array_module(P)
+    H2, W2 = H // 2, W // 2
+    a, b, c, d = _padded_pool_views(P, H, W)
+    dest = padded_grid(out, H2, W2)[1:H2 + 1, 1:W2 + 1]
+    if mode == "avg":
+        xp.add(a, b, out=dest)
+        dest += c
+        dest += d
+        dest *= 0.25
+    else:
+        xp.maximum(a, b, out=dest)
+        xp.maximum(dest, c, out=dest)
+        xp.maximum(dest, d, out=dest)
+    return zero_border(out, H2, W2)
+
+
+def pool_backward_padded(dout, P, H, W, out, mode="avg"):
+    """Gradient of pool_forward_padded: dout (H//2 x W//2 map) -> out (H x W map).
+
+    Average: each window member gets dout / 4. Max: the first member (reading order) equal to the
+    window's maximum gets dout, as in max_pool_backward. A dropped odd row/column gets zero.
+    """
+    xp = array_module(dout)
+    H2, W2 = H // 2, W // 2
+    d_in = padded_grid(dout, H2, W2)[1:H2 + 1, 1:W2 + 1]
+    if 2 * H2 != H or 2 * W2 != W:
+        out[...] = 0
+    else:
+        zero_border(out, H, W)
+    if mode == "avg":
+        # Both rows of a window get the same values, so fill the top row of each window (every
+        # value written twice, side by side) and copy it to the bottom row whole: two passes over
+        # contiguous rows, a third faster than four strided writes of dout / 4.
+        inner = padded_grid(out, H, W)[1:2 * H2 + 1, 1:2 * W2 + 1].reshape(H2, 2, W2, 2, -1)
+        xp.multiply(d_in[:, :, None, :], 0.25, out=inner[:, 0])
+        inner[:, 1] = inner[:, 0]
+        return out
+    views = _padded_pool_views(out, H, W)
+    members = _padded_pool_views(P, H, W)
+    top = xp.maximum(xp.maximum(members[0], members[1]), xp.maximum(members[2], members[3]))
+    taken = xp.zeros(top.shape, dtype=bool)
+    for member, view in zip(members, views):
+        winner = (member == top) & ~taken
+        xp.multiply(d_in, winner, out=view)
+        taken |= winner
+    return out
