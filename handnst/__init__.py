@@ -13,8 +13,8 @@ The public API:
 __version__ = "0.1.0"
 
 _LAZY = {
-    "load_vgg19": "handnst.vgg",
-    "VGG19": "handnst.vgg",
+    "load_vgg19": "handnst.networks.vgg",
+    "VGG19": "handnst.networks.vgg",
     "StyleTransferLoss": "handnst.losses",
     "preprocess": "handnst.image",
     "deprocess": "handnst.image",

@@ -15,8 +15,6 @@ finite difference itself (rounding in f, divided by 2h), so that two numbers tha
 rounding do not count as a failure. Everything runs in float64.
 """
 
-import json
-import sys
 import time
 
 import numpy as np
@@ -203,7 +201,8 @@ def loss_checks(backend="numpy", seed=0):
 
 def objective_checks(backend="numpy", seed=0, weights_path=None):
     """The whole objective through VGG19 (content conv4_2, style conv1_1..conv5_1, TV), float64."""
-    from handnst import vgg, weights
+    from handnst import weights
+    from handnst.networks import vgg
 
     def build():
         found = weights.find_weights(weights_path) if weights_path else _quiet_find()
@@ -266,21 +265,3 @@ def format_table(results):
     failed = sum(not r["passed"] for r in results)
     lines.append(f"{len(results) - failed} passed, {failed} failed")
     return "\n".join(lines)
-
-
-def run_cli(args):
-    backend = "cupy" if args.device == "gpu" else "numpy"
-    get_xp(backend)   # a clear error now if the GPU cannot be used
-    start = time.perf_counter()
-    results = run_checks(backend, seed=args.seed, weights_path=args.weights)
-    table = format_table(results)
-    if args.json == "-":
-        json.dump({"backend": backend, "seconds": time.perf_counter() - start, "results": results}, sys.stdout, indent=2)
-        print()
-    else:
-        print(table)
-        print(f"({backend}, float64, {time.perf_counter() - start:.1f} s)")
-        if args.json:
-            from handnst.fileio import atomic_write_text
-            atomic_write_text(args.json, json.dumps({"backend": backend, "results": results}, indent=2))
-    return 0 if all(r["passed"] for r in results) else 1

@@ -22,7 +22,7 @@ import numpy as np
 
 from handnst.backend import array_module, gemm, matmul
 from handnst.errors import InputError
-from handnst.vgg import canonical_layer, min_image_size
+from handnst.networks.vgg import canonical_layer, min_image_size
 
 DEFAULT_CONTENT_LAYERS = ("conv4_2",)
 DEFAULT_STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")

@@ -43,7 +43,7 @@ from handnst.errors import InputError, RunError
 from handnst.layers import padded_length
 from handnst.losses import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, StyleTransferLoss, parts_to_host
 from handnst.optimize import INIT_KINDS, METHODS, initial_image, make_progress, minimize
-from handnst.vgg import CONV_LAYERS, LAYER_ORDER, POOLINGS, canonical_layer, min_image_size, scale_of
+from handnst.networks.vgg import CONV_LAYERS, LAYER_ORDER, POOLINGS, canonical_layer, min_image_size, scale_of
 
 # ------------------------------------------------------------------------------------------ defaults
 #
@@ -470,7 +470,7 @@ def _run(*, content_img, style_imgs, content_layers, style_layers, size_hw, opti
     if net is None:
         # The weights are the last input to check (missing, damaged, wrong shapes, NaN): load them
         # before the status line, so that a bad file is the only line the user sees.
-        from handnst.vgg import load_vgg19
+        from handnst.networks.vgg import load_vgg19
         net = load_vgg19(options.get("weights"), pooling=options["pooling"], backend=backend)
     if log is not None:
         # Everything has been checked by now: this line is never followed by an input error.
@@ -807,7 +807,7 @@ def grid(content, style, *, ratios=GRID_RATIOS, layer_sets=GRID_LAYER_SETS, size
     check_memory(largest, all_layers, opts["device_backend"], optimizer=opts["optimizer"], what="this grid")
 
     total = len(layer_sets) * len(ratios)
-    from handnst.vgg import load_vgg19
+    from handnst.networks.vgg import load_vgg19
     net = load_vgg19(opts["weights"], pooling=opts["pooling"], backend=opts["device_backend"])
     if log is not None:
         log(f"grid of {total} stylizations at {W}x{H} pixels, {opts['iters']} {opts['optimizer']} iterations "

@@ -5,7 +5,7 @@ import functools
 import pytest
 
 from handnst.backend import gpu_available
-from handnst.vgg import random_vgg19
+from handnst.networks.vgg import random_vgg19
 
 _GPU = gpu_available()
 BACKENDS = [

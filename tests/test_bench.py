@@ -12,7 +12,7 @@ import pytest
 from handnst import bench
 from handnst.backend import gpu_available
 from handnst.errors import InputError
-from handnst.vgg import CONV_LAYERS
+from handnst.networks.vgg import CONV_LAYERS
 
 
 def _parse(argv):

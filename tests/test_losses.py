@@ -8,7 +8,7 @@ from handnst import losses
 from handnst.backend import get_xp, to_host
 from handnst.errors import InputError
 from handnst.gradcheck import OBJECTIVE_TOLERANCE, check_gradient, loss_checks, objective_checks
-from handnst.vgg import random_vgg19
+from handnst.networks.vgg import random_vgg19
 
 from backends import BACKENDS, random_net
 

@@ -144,7 +144,7 @@ def corrupted_png(path):
 @pytest.fixture(scope="session")
 def random_weights(tmp_path_factory):
     """A valid weights file in the project's format (random numbers: these cases never get to run)."""
-    from handnst.vgg import CONV_LAYERS
+    from handnst.networks.vgg import CONV_LAYERS
     from handnst.weights import KERAS_CONVENTION, save_weights
     rng = np.random.default_rng(0)
     params = {name: (rng.standard_normal((cout, cin, 3, 3), dtype=np.float32) * 0.01,

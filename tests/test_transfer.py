@@ -14,7 +14,7 @@ from PIL import Image
 from handnst import transfer
 from handnst.errors import InputError, RunError
 from handnst.image import load_image, pixel_bounds, resize_longer, rgb_to_yiq, sample_path
-from handnst.vgg import min_image_size
+from handnst.networks.vgg import min_image_size
 
 CONTENT = sample_path("content")
 STYLE = sample_path("style")
@@ -24,7 +24,7 @@ SIZE = 40
 
 @pytest.fixture(scope="module")
 def net(real_weights_path):
-    from handnst.vgg import load_vgg19
+    from handnst.networks.vgg import load_vgg19
     return load_vgg19(real_weights_path)
 
 
@@ -221,7 +221,7 @@ def test_bad_options_fail_before_the_weights_are_read(options, words, monkeypatc
     def must_not_load(*args, **kwargs):
         raise AssertionError("the weights were loaded before the options were checked")
 
-    monkeypatch.setattr("handnst.vgg.load_vgg19", must_not_load)
+    monkeypatch.setattr("handnst.networks.vgg.load_vgg19", must_not_load)
     monkeypatch.setattr("handnst.weights.load_weights", must_not_load)
     with pytest.raises(InputError) as info:
         transfer.stylize(CONTENT, STYLE, **options)

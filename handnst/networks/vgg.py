@@ -1,6 +1,6 @@
 """VGG19's convolutional part, as the paper uses it: 16 convolutions with ReLU, and 5 poolings.
 
-    net = load_vgg19()                               # pretrained weights from HDF5 (see weights.py)
+    net = load_vgg19()                               # pretrained weights from HDF5 (see handnst/weights/)
     feats = net.forward(x, ["conv4_2", "conv1_1"])   # x: (3, H, W) in the weights' input space
     dx = net.backward({"conv4_2": dF})               # dL/dx for gradients given at any layers
 
@@ -11,7 +11,7 @@ The forward pass goes only as deep as the deepest requested layer and keeps what
 needs and nothing else: the rectified output of each convolution (its ReLU mask; max pooling finds its
 winners in it too). The convolution's input is not kept, because dL/dx of a convolution needs only
 the weights; no weight gradients are ever computed here. Internally every map is stored in the
-padded channels-last layout of `layers.py` (Part 2), in buffers reused from one evaluation to the next.
+padded channels-last layout of `layers/padded.py`, in buffers reused from one evaluation to the next.
 
 Each convolution runs as nine matrix products (`layers.conv3x3_forward`) or, where both its channel
 counts are at least WINOGRAD_MIN_CHANNELS (conv3_2 .. conv5_4), as twelve smaller ones with Winograd
@@ -24,18 +24,9 @@ faster (`layers.winograd_taps_transposed`; 56 MB of extra memory for a speed-up 
 from handnst import layers as L
 from handnst.backend import array_module, canonical_backend, get_xp, resolve_dtype
 from handnst.errors import InputError
+from handnst.weights import KERAS_CONVENTION, ensure_weights, load_weights
+from handnst.weights.layout import CONV_LAYERS, CONV_NAMES, WEIGHT_SHAPES  # noqa: F401  (the table lives with the file format)
 
-# (name, in_channels, out_channels) of the 16 3x3 convolutions, in order; a 2x2 pooling follows the
-# last convolution of each block (pool1 after conv1_2, ..., pool5 after conv5_4).
-CONV_LAYERS = (
-    ("conv1_1", 3, 64), ("conv1_2", 64, 64),
-    ("conv2_1", 64, 128), ("conv2_2", 128, 128),
-    ("conv3_1", 128, 256), ("conv3_2", 256, 256), ("conv3_3", 256, 256), ("conv3_4", 256, 256),
-    ("conv4_1", 256, 512), ("conv4_2", 512, 512), ("conv4_3", 512, 512), ("conv4_4", 512, 512),
-    ("conv5_1", 512, 512), ("conv5_2", 512, 512), ("conv5_3", 512, 512), ("conv5_4", 512, 512),
-)
-CONV_NAMES = tuple(name for name, _, _ in CONV_LAYERS)
-WEIGHT_SHAPES = {name: ((cout, cin, 3, 3), (cout,)) for name, cin, cout in CONV_LAYERS}
 LAYER_ORDER = (
     "conv1_1", "conv1_2", "pool1",
     "conv2_1", "conv2_2", "pool2",
@@ -314,7 +305,6 @@ def random_vgg19(seed=0, *, pooling="avg", backend="numpy", dtype="float32", con
         std = (2.0 / (9 * cin)) ** 0.5
         params[name] = (std * rng.standard_normal((cout, cin, 3, 3), dtype=np.float32),
                         0.01 * rng.standard_normal(cout, dtype=np.float32))
-    from handnst.weights import KERAS_CONVENTION
     return VGG19(params, convention=KERAS_CONVENTION, pooling=pooling, backend=backend, dtype=dtype,
                  source=f"random (He initialisation, seed {seed})", conv=conv)
 
@@ -325,8 +315,7 @@ def load_vgg19(path=None, *, pooling="avg", backend="numpy", dtype="float32", co
     path None: the first of $HANDNST_WEIGHTS, weights/vgg19.h5 in the source tree and the user cache;
     if there is none, the default weights are fetched first (and the reason printed on stderr).
     """
-    from handnst import weights
-    found = weights.ensure_weights(path)
-    params, meta = weights.load_weights(found)
+    found = ensure_weights(path)
+    params, meta = load_weights(found)
     return VGG19(params, convention=meta["convention"], pooling=pooling, backend=backend, dtype=dtype,
                  source=found, conv=conv)
