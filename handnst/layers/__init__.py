@@ -1,10 +1,13 @@
 """The layers of the networks, each as a forward pass and a hand-written backward pass.
 
-The textbook layers work on one image `x` of shape (C, H, W), in the style of CS231n's `layers.py`:
+The textbook layers of VGG19 work on one image `x` of shape (C, H, W), in the style of CS231n's `layers.py`:
 
     out, cache = conv_forward(x, w, b, stride=1, pad=1)
     dx = conv_backward(dout, cache)              # what stylization needs
     dw, db = conv_weight_backward(dout, cache)   # what training needs (derived in the lessons)
+
+The layers of the feed-forward transformation network (`handnst.networks.transform`) work on a
+batch (N, C, H, W) in the same style: `out, cache = *_forward(x, ...)`, `*_backward(dout, cache)`.
 
 Every textbook layer comes twice: `*_naive` with explicit loops, to read next to the math, and a
 vectorized version to run. The tests compare the two with each other and with finite differences.
@@ -17,6 +20,11 @@ vectorized version to run. The tests compare the two with each other and with fi
 | `padded.py`  | the layout VGG19 runs in: padded, channels last, flattened; 3x3 convolution as    |
 |              | nine matrix products on row slices, ReLU masks and pooling in that layout         |
 | `winograd.py`| the same 3x3 convolution with Winograd F(2, 3) along the rows                     |
+| `reflection_pad.py` | reflection padding of a batch (N, C, H, W) and its adjoint                 |
+| `conv_batch.py` | convolution of a batch, any kernel and stride, input/weight/bias gradients     |
+|              | (im2col on the batch: one matrix product per pass and chunk)                      |
+| `instance_norm.py` | instance normalization with its full backward pass (derived in the docstring)|
+| `upsample.py`| nearest-neighbour 2x upsampling and its adjoint (sum over 2x2 blocks)             |
 
 Everything is re-exported here, so `from handnst import layers as L; L.conv_forward(...)` works.
 """
@@ -71,4 +79,33 @@ from handnst.layers.winograd import (  # noqa: F401
     WINOGRAD_BT,
     WINOGRAD_G,
     WINOGRAD_AT,
+)
+from handnst.layers.reflection_pad import (  # noqa: F401
+    reflect_index,
+    reflection_pad_forward_naive,
+    reflection_pad_backward_naive,
+    reflection_pad_forward,
+    reflection_pad_backward,
+)
+from handnst.layers.conv_batch import (  # noqa: F401
+    conv_batch_output_size,
+    conv_batch_chunks,
+    conv_batch_forward_naive,
+    conv_batch_backward_naive,
+    im2col_batch,
+    col2im_batch,
+    conv_batch_forward,
+    conv_batch_backward,
+)
+from handnst.layers.instance_norm import (  # noqa: F401
+    instance_norm_forward_naive,
+    instance_norm_backward_naive,
+    instance_norm_forward,
+    instance_norm_backward,
+)
+from handnst.layers.upsample import (  # noqa: F401
+    upsample2x_forward_naive,
+    upsample2x_backward_naive,
+    upsample2x_forward,
+    upsample2x_backward,
 )

@@ -1,0 +1,203 @@
+"""The transformation network's layers on a batch: fast equals naive, both equal finite differences,
+and each agrees with an independent definition (np.pad, np.repeat, the single-image convolution)."""
+
+import numpy as np
+import pytest
+
+from handnst import layers as L
+from handnst.backend import get_xp, to_host
+from handnst.errors import InputError
+from handnst.gradcheck import LAYER_TOLERANCE, transform_layer_checks
+from handnst.networks.transform import residual_backward, residual_forward
+
+from backends import BACKENDS
+
+
+@pytest.fixture(params=BACKENDS)
+def xp(request):
+    return get_xp(request.param)
+
+
+def rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+def close(a, b, tol=1e-12):
+    np.testing.assert_allclose(to_host(a), to_host(b), rtol=tol, atol=tol)
+
+
+# ---------------------------------------------------------------------------- reflection padding
+
+@pytest.mark.parametrize("shape,pad", [((2, 3, 6, 7), 1), ((1, 2, 5, 5), 4), ((2, 1, 9, 6), 4), ((1, 1, 2, 2), 1),
+                                       ((1, 2, 4, 3), 0)])
+def test_reflection_pad_matches_numpy_and_naive(xp, shape, pad):
+    r = rng(1)
+    x = xp.asarray(r.normal(size=shape))
+    want = np.pad(to_host(x), ((0, 0), (0, 0), (pad, pad), (pad, pad)), mode="reflect")
+    out_n, cache_n = L.reflection_pad_forward_naive(x, pad)
+    out_f, cache_f = L.reflection_pad_forward(x, pad)
+    close(out_n, want, 0)
+    close(out_f, want, 0)
+    dout = xp.asarray(r.normal(size=want.shape))
+    close(L.reflection_pad_backward(dout, cache_f), L.reflection_pad_backward_naive(dout, cache_n))
+
+
+def test_reflection_pad_backward_is_the_adjoint():
+    # <R x, y> = <x, R^T y> for random x, y: the backward pass is the transpose of the copy.
+    r = rng(2)
+    x = r.normal(size=(2, 3, 6, 5))
+    out, cache = L.reflection_pad_forward(x, 4)
+    y = r.normal(size=out.shape)
+    assert np.isclose((out * y).sum(), (x * L.reflection_pad_backward(y, cache)).sum(), rtol=1e-12)
+
+
+def test_reflection_pad_hand_example_and_too_small_map():
+    x = np.arange(3.0).reshape(1, 1, 1, 3)
+    x = np.repeat(x, 3, axis=2)                               # rows [0 1 2]
+    out, _ = L.reflection_pad_forward(x, 2)
+    np.testing.assert_array_equal(out[0, 0, 0], [2, 1, 0, 1, 2, 1, 0])
+    with pytest.raises(InputError, match="at least 5 x 5"):
+        L.reflection_pad_forward(np.zeros((1, 1, 4, 8)), 4)
+
+
+# ------------------------------------------------------------------------------ batched convolution
+
+@pytest.mark.parametrize("shape,kshape,stride", [
+    ((2, 3, 7, 6), (4, 3, 3, 3), 1),
+    ((3, 2, 8, 9), (5, 2, 3, 3), 2),
+    ((2, 2, 11, 10), (3, 2, 9, 9), 1),
+    ((1, 3, 6, 7), (2, 3, 1, 1), 1),
+    ((2, 2, 9, 8), (3, 2, 5, 3), 2),
+])
+@pytest.mark.parametrize("chunk", [1, 60, 1 << 22], ids=["row-bands", "some-images", "whole-batch"])
+def test_conv_batch_fast_equals_naive(xp, shape, kshape, stride, chunk):
+    r = rng(3)
+    x, w, b = (xp.asarray(r.normal(size=s)) for s in (shape, kshape, kshape[:1]))
+    out_n, cache_n = L.conv_batch_forward_naive(x, w, b, stride)
+    out_f, cache_f = L.conv_batch_forward(x, w, b, stride, chunk=chunk)
+    Ho = L.conv_batch_output_size(shape[2], kshape[2], stride)
+    Wo = L.conv_batch_output_size(shape[3], kshape[3], stride)
+    assert out_f.shape == out_n.shape == (shape[0], kshape[0], Ho, Wo)
+    close(out_f, out_n)
+    dout = xp.asarray(r.normal(size=out_n.shape))
+    for got, want in zip(L.conv_batch_backward(dout, cache_f, chunk=chunk), L.conv_batch_backward_naive(dout, cache_n)):
+        close(got, want)
+    assert L.conv_batch_backward(dout, cache_f, need_dx=False, chunk=chunk)[0] is None
+
+
+def test_conv_batch_chunks_cover_every_output_once():
+    for N, Ho, Wo, rows, chunk in ((4, 32, 32, 1152, 1 << 22), (1, 384, 512, 2592, 1 << 22), (3, 5, 4, 9, 50)):
+        seen = np.zeros((N, Ho), dtype=int)
+        for n0, n1, r0, r1 in L.conv_batch_chunks(N, Ho, Wo, rows, chunk):
+            seen[n0:n1, r0:r1] += 1
+            assert (n1 - n0) * (r1 - r0) * Wo * rows <= chunk or (n1 - n0, r1 - r0) == (1, 1)
+        assert (seen == 1).all()
+
+
+def test_conv_batch_equals_the_single_image_convolution():
+    # Image by image, the batched layer is the textbook conv of handnst.layers.conv with pad 0.
+    r = rng(4)
+    x, w, b = r.normal(size=(3, 2, 9, 8)), r.normal(size=(4, 2, 3, 3)), r.normal(size=4)
+    for stride in (1, 2):
+        out, cache = L.conv_batch_forward(x, w, b, stride)
+        dout = r.normal(size=out.shape)
+        dx, dw, db = L.conv_batch_backward(dout, cache)
+        dw_sum, db_sum = 0, 0
+        for n in range(3):
+            o, c = L.conv_forward(x[n], w, b, stride, 0)
+            close(out[n], o)
+            close(dx[n], L.conv_backward(dout[n], c))
+            dwn, dbn = L.conv_weight_backward(dout[n], c)
+            dw_sum, db_sum = dw_sum + dwn, db_sum + dbn
+        close(dw, dw_sum)
+        close(db, db_sum)
+
+
+def test_conv_batch_float32_stays_float32():
+    r = rng(5)
+    x = r.normal(size=(2, 3, 8, 8)).astype(np.float32)
+    w = r.normal(size=(4, 3, 3, 3)).astype(np.float32)
+    out, cache = L.conv_batch_forward(x, w, np.zeros(4, np.float32), 2)
+    assert out.dtype == np.float32
+    assert all(g.dtype == np.float32 for g in L.conv_batch_backward(np.ones_like(out), cache))
+
+
+# --------------------------------------------------------------------------- instance normalization
+
+@pytest.mark.parametrize("shape", [(2, 3, 5, 4), (1, 4, 3, 3), (3, 2, 1, 6)])
+def test_instance_norm_fast_equals_naive(xp, shape):
+    r = rng(6)
+    x = xp.asarray(r.normal(loc=3.0, scale=2.0, size=shape))
+    scale, shift = xp.asarray(r.normal(size=shape[1])), xp.asarray(r.normal(size=shape[1]))
+    out_n, cache_n = L.instance_norm_forward_naive(x, scale, shift)
+    out_f, cache_f = L.instance_norm_forward(x, scale, shift)
+    close(out_f, out_n)
+    dout = xp.asarray(r.normal(size=shape))
+    for got, want in zip(L.instance_norm_backward(dout, cache_f), L.instance_norm_backward_naive(dout, cache_n)):
+        close(got, want, 1e-11)
+
+
+def test_instance_norm_normalizes_each_image_and_channel():
+    r = rng(7)
+    x = r.normal(loc=5.0, scale=3.0, size=(2, 3, 6, 5))
+    y, _ = L.instance_norm_forward(x, np.ones(3), np.zeros(3))
+    np.testing.assert_allclose(y.mean(axis=(2, 3)), 0, atol=1e-12)
+    var = x.var(axis=(2, 3))                                   # biased, as the layer uses
+    np.testing.assert_allclose(y.var(axis=(2, 3)), var / (var + 1e-5), rtol=1e-12)
+    y2, _ = L.instance_norm_forward(x, np.full(3, 2.0), np.full(3, -1.0))
+    np.testing.assert_allclose(y2, 2 * y - 1, rtol=1e-12, atol=1e-12)
+
+
+def test_instance_norm_input_gradient_ignores_constants_and_scaling():
+    # dL/dx sums to zero over every image and channel (a constant added to x changes nothing) and,
+    # without eps, is orthogonal to x - mean (scaling x about its mean changes nothing either).
+    r = rng(8)
+    x = r.normal(size=(2, 3, 6, 5))
+    for eps in (1e-5, 0.0):
+        y, cache = L.instance_norm_forward(x, r.normal(size=3), r.normal(size=3), eps=eps)
+        dx, _, _ = L.instance_norm_backward(r.normal(size=y.shape), cache)
+        np.testing.assert_allclose(dx.sum(axis=(2, 3)), 0, atol=1e-12)
+    np.testing.assert_allclose((dx * (x - x.mean(axis=(2, 3), keepdims=True))).sum(axis=(2, 3)), 0, atol=1e-12)
+
+
+# ------------------------------------------------------------------------------------ upsampling
+
+@pytest.mark.parametrize("shape", [(2, 3, 4, 5), (1, 1, 1, 1)])
+def test_upsample_matches_repeat_and_naive(xp, shape):
+    r = rng(9)
+    x = xp.asarray(r.normal(size=shape))
+    want = np.repeat(np.repeat(to_host(x), 2, axis=2), 2, axis=3)
+    out_n, cache_n = L.upsample2x_forward_naive(x)
+    out_f, cache_f = L.upsample2x_forward(x)
+    close(out_n, want, 0)
+    close(out_f, want, 0)
+    dout = xp.asarray(r.normal(size=want.shape))
+    dx = L.upsample2x_backward(dout, cache_f)
+    close(dx, L.upsample2x_backward_naive(dout, cache_n))
+    blocks = to_host(dout).reshape(shape[0], shape[1], shape[2], 2, shape[3], 2).sum(axis=(3, 5))
+    close(dx, blocks)
+
+
+def test_residual_sum_sends_the_gradient_to_both_branches():
+    x, f = np.ones((1, 2, 2, 2)), np.full((1, 2, 2, 2), 2.0)
+    y, cache = residual_forward(x, f)
+    np.testing.assert_array_equal(y, 3.0)
+    d = np.arange(8.0).reshape(y.shape)
+    dx, df = residual_backward(d, cache)
+    np.testing.assert_array_equal(dx, d)
+    np.testing.assert_array_equal(df, d)
+
+
+# -------------------------------------------------------------------------------- finite differences
+
+def _names():
+    return [name for name, _, _ in transform_layer_checks("numpy")]
+
+
+@pytest.mark.parametrize("index", range(len(_names())), ids=_names())
+def test_transform_layer_gradients_match_finite_differences(xp, index):
+    backend = "cupy" if xp.__name__ == "cupy" else "numpy"
+    name, fn, tol = transform_layer_checks(backend)[index]
+    assert tol == LAYER_TOLERANCE
+    err = fn()
+    assert err <= tol, f"{name}: max relative error {err:.2e} > {tol:.0e}"
