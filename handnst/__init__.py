@@ -8,6 +8,8 @@ The public API:
     value, grad = loss(x)
     result = handnst.stylize("photo.jpg", "painting.jpg", size=256)
     result.image.save("out.png")
+    net = handnst.TransformNet(width=32, residual_blocks=5)   # feed-forward style transfer
+    y = net.forward(batch); dx, grads = net.backward(dy)      # batch (N, 3, H, W)
 """
 
 __version__ = "0.1.0"
@@ -23,6 +25,8 @@ _LAZY = {
     "texture": "handnst.transfer",
     "grid": "handnst.transfer",
     "Result": "handnst.transfer",
+    "TransformNet": "handnst.networks.transform",
+    "load_transform_net": "handnst.networks.transform",
 }
 
 

@@ -1,0 +1,421 @@
+"""The image transformation network of feed-forward style transfer (Johnson, Alahi & Fei-Fei, 2016,
+with instance normalization as Ulyanov, Vedaldi & Lempitsky, 2016), forward and backward by hand.
+
+Width w (32 by default; 16 is the "half" network) and R residual blocks (5 by default):
+
+    conv1   9x9 stride 1,   3 -> w,   norm1, ReLU            full size
+    conv2   3x3 stride 2,   w -> 2w,  norm2, ReLU            1/2 size
+    conv3   3x3 stride 2,  2w -> 4w,  norm3, ReLU            1/4 size
+    res1 .. resR:  y = x + norm2(conv2(relu(norm1(conv1(x)))))   3x3 stride 1, 4w -> 4w, no ReLU after
+    upsample x2, conv4  3x3,  4w -> 2w,  norm4, ReLU          1/2 size
+    upsample x2, conv5  3x3,  2w -> w,   norm5, ReLU          full size
+    conv6   9x9,            w -> 3                            no normalization, no activation
+
+Every convolution reflection-pads its input by kernel_size // 2 (the stride-2 ones too) and has a
+bias; instance normalization uses eps = 1e-5 and the biased variance. Input and output are batches
+(N, 3, H, W) in the VGG input space that `handnst.preprocess` produces, H and W multiples of 4 (and
+at least 8, so that the smallest map can still be reflection-padded). With w = 32 and R = 5 the
+network has 1,679,235 parameters.
+
+    net = TransformNet(width=32, residual_blocks=5, seed=0)
+    y = net.forward(x)                    # keeps what the backward pass needs
+    dx, grads = net.backward(dy)          # grads keyed like net.params
+    net.save("model.h5", attrs={"style": "swirls.jpg"})
+    net = load_transform_net("model.h5")
+
+The parameters live in `net.params`, a dict from the layer path ("conv1/weight" (K, C, kh, kw),
+"conv1/bias" (K,), "norm1/scale" (C,), "norm1/shift" (C,), "res1/conv1/weight", ...) to arrays on
+the net's backend; forward reads them from the dict on every call, so an optimizer may update them
+in place or replace them.
+
+The biases of the convolutions in front of an instance normalization (all but conv6) get a
+gradient of exactly zero: the normalization subtracts the per-channel mean, which takes any constant
+added to a channel away again (see handnst.layers.instance_norm). They are kept all the same, so
+that the weights files line up with other tools'.
+"""
+
+import json
+import math
+import os
+
+import numpy as np
+
+from handnst import layers as L
+from handnst.backend import array_module, canonical_backend, get_xp, resolve_dtype, to_device, to_host
+from handnst.errors import InputError, RunError
+from handnst.fileio import atomic_path
+
+FORMAT_NAME = "handnst-transform"
+FORMAT_VERSION = 1
+VGG_FORMAT_NAME = "handnst-vgg19"
+MIN_SIZE = 8
+_RESERVED_ATTRS = ("format", "format_version", "width", "residual_blocks", "parameters", "json_attributes")
+
+
+# ------------------------------------------------------------------------------------- the layout
+
+def conv_specs(width=32, residual_blocks=5):
+    """The convolutions in order: (name, in channels, out channels, kernel size, stride, norm name or None)."""
+    w = width
+    specs = [("conv1", 3, w, 9, 1, "norm1"),
+             ("conv2", w, 2 * w, 3, 2, "norm2"),
+             ("conv3", 2 * w, 4 * w, 3, 2, "norm3")]
+    for r in range(1, residual_blocks + 1):
+        specs.append((f"res{r}/conv1", 4 * w, 4 * w, 3, 1, f"res{r}/norm1"))
+        specs.append((f"res{r}/conv2", 4 * w, 4 * w, 3, 1, f"res{r}/norm2"))
+    specs += [("conv4", 4 * w, 2 * w, 3, 1, "norm4"),
+              ("conv5", 2 * w, w, 3, 1, "norm5"),
+              ("conv6", w, 3, 9, 1, None)]
+    return specs
+
+
+def parameter_shapes(width=32, residual_blocks=5):
+    """Dict (in layer order) from parameter path to shape, for a network of this width and depth."""
+    shapes = {}
+    for name, c_in, c_out, k, _, norm in conv_specs(width, residual_blocks):
+        shapes[f"{name}/weight"] = (c_out, c_in, k, k)
+        shapes[f"{name}/bias"] = (c_out,)
+        if norm:
+            shapes[f"{norm}/scale"] = (c_out,)
+            shapes[f"{norm}/shift"] = (c_out,)
+    return shapes
+
+
+def parameter_count(width=32, residual_blocks=5):
+    return sum(math.prod(s) for s in parameter_shapes(width, residual_blocks).values())
+
+
+def _check_architecture(width, residual_blocks):
+    for what, value in (("width", width), ("residual_blocks", residual_blocks)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise InputError(f"{what} must be an integer, got {value!r}")
+    if width < 1:
+        raise InputError(f"width must be at least 1, got {width}")
+    if residual_blocks < 0:
+        raise InputError(f"residual_blocks must be 0 or more, got {residual_blocks}")
+    return int(width), int(residual_blocks)
+
+
+def residual_forward(x, fx):
+    """The residual addition y = x + f(x). Its backward pass hands dy to both branches."""
+    return x + fx, None
+
+
+def residual_backward(dout, cache):
+    """(d skip, d branch) = (dout, dout): the sum's gradient reaches both of its terms unchanged."""
+    return dout, dout
+
+
+# ------------------------------------------------------------------------------------ the network
+
+class TransformNet:
+    """Johnson's image transformation network with instance normalization; see the module docstring."""
+
+    def __init__(self, width=32, residual_blocks=5, *, seed=0, backend="numpy", dtype="float32"):
+        self.width, self.residual_blocks = _check_architecture(width, residual_blocks)
+        self.backend = canonical_backend(backend)
+        self.dtype = resolve_dtype(dtype)
+        self.xp = get_xp(self.backend)
+        self.attrs = {}
+        self.params = {name: to_device(value, self.backend, self.dtype)
+                       for name, value in initial_parameters(self.width, self.residual_blocks, seed).items()}
+        self._tape = None
+        self._normalized = {name for name, *_, norm in conv_specs(self.width, self.residual_blocks) if norm}
+
+    # -------------------------------------------------------------------------------- info
+
+    @property
+    def shapes(self):
+        return parameter_shapes(self.width, self.residual_blocks)
+
+    @property
+    def parameter_count(self):
+        return sum(int(p.size) for p in self.params.values())
+
+    def __repr__(self):
+        return (f"TransformNet(width={self.width}, residual_blocks={self.residual_blocks}, "
+                f"backend={self.backend!r}, dtype={self.dtype.name!r}, parameters={self.parameter_count:,})")
+
+    def check_input(self, x):
+        """The input as an array of the net's backend and dtype, or a one-line InputError."""
+        shape = tuple(getattr(x, "shape", ()))
+        if len(shape) != 4 or shape[1] != 3:
+            raise InputError(f"the transformation network takes a batch of shape (N, 3, H, W), got {shape}")
+        N, _, H, W = shape
+        if H % 4 or W % 4 or H < MIN_SIZE or W < MIN_SIZE:
+            raise InputError(f"the transformation network needs H and W that are multiples of 4 and at least "
+                             f"{MIN_SIZE}, got {H} x {W}; pad the picture (reflection) and crop the result")
+        if array_module(x) is not self.xp:
+            x = to_host(x) if self.xp is np else x
+            return to_device(x, self.backend, self.dtype)
+        return x.astype(self.dtype, copy=False)
+
+    # ------------------------------------------------------------------------------- forward
+
+    def forward(self, x, cache=True):
+        """y = net(x) for x (N, 3, H, W); y has the same shape.
+
+        With cache=True (the default) every layer keeps what its backward pass needs, for one call
+        of `backward`; with cache=False nothing is kept (applying the net to a large photo), each
+        activation is freed as soon as the next one is computed, and `backward` is refused.
+        """
+        x = self.check_input(x)
+        tape = [] if cache else None
+        p = self.params
+
+        def conv(name, h, stride):
+            w, b = p[f"{name}/weight"], p[f"{name}/bias"]
+            hp, pad_cache = L.reflection_pad_forward(h, w.shape[2] // 2)
+            out, conv_cache = L.conv_batch_forward(hp, w, b, stride)
+            if tape is not None:
+                tape.append(("conv", name, (pad_cache, conv_cache)))
+            return out
+
+        def norm(name, h, relu):
+            out, norm_cache = L.instance_norm_forward(h, p[f"{name}/scale"], p[f"{name}/shift"])
+            if relu:
+                self.xp.maximum(out, 0, out=out)
+            if tape is not None:
+                tape.append(("norm", name, (norm_cache, out if relu else None)))
+            return out
+
+        def upsample(h):
+            out, up_cache = L.upsample2x_forward(h)
+            if tape is not None:
+                tape.append(("upsample", None, up_cache))
+            return out
+
+        h = norm("norm1", conv("conv1", x, 1), relu=True)
+        h = norm("norm2", conv("conv2", h, 2), relu=True)
+        h = norm("norm3", conv("conv3", h, 2), relu=True)
+        for r in range(1, self.residual_blocks + 1):
+            if tape is not None:
+                tape.append(("residual_begin", None, None))
+            t = norm(f"res{r}/norm1", conv(f"res{r}/conv1", h, 1), relu=True)
+            t = norm(f"res{r}/norm2", conv(f"res{r}/conv2", t, 1), relu=False)
+            h, _ = residual_forward(h, t)
+            if tape is not None:
+                tape.append(("residual_end", None, None))
+        h = norm("norm4", conv("conv4", upsample(h), 1), relu=True)
+        h = norm("norm5", conv("conv5", upsample(h), 1), relu=True)
+        y = conv("conv6", h, 1)
+        self._tape = tape
+        return y
+
+    __call__ = forward
+
+    # ------------------------------------------------------------------------------ backward
+
+    def backward(self, dy, need_dx=True):
+        """dx, grads for the last forward(x): dx = dL/dx (N, 3, H, W) for dy = dL/dy, and grads, a
+        dict keyed like `params` with dL/dparam (each a new array). The caches are released: each
+        forward pass allows one backward pass. With need_dx=False the first convolution skips its
+        input gradient and dx is None (training needs only the parameters' gradients)."""
+        if self._tape is None:
+            raise RunError("backward needs a forward pass with cache=True just before it "
+                           "(and each forward pass allows one backward pass)")
+        tape, self._tape = self._tape, None
+        xp = self.xp
+        dy = xp.asarray(dy, dtype=self.dtype) if array_module(dy) is xp else to_device(to_host(dy), self.backend, self.dtype)
+        grads = {}
+        skips = []
+        d = dy
+        while tape:
+            kind, name, cache = tape.pop()
+            if kind == "conv":
+                pad_cache, conv_cache = cache
+                first = not tape
+                dpad, grads[f"{name}/weight"], db = L.conv_batch_backward(d, conv_cache, need_dx=need_dx or not first)
+                # In front of an instance normalization the bias gradient is the sum over each channel
+                # of the normalization's input gradient, which is exactly zero (it subtracts the
+                # channel's mean); the computed sum is only rounding noise, so the exact value is kept.
+                grads[f"{name}/bias"] = xp.zeros_like(db) if name in self._normalized else db
+                d = None if dpad is None else L.reflection_pad_backward(dpad, pad_cache)
+            elif kind == "norm":
+                norm_cache, relu_out = cache
+                if relu_out is not None:
+                    d = d * (relu_out > 0)
+                d, grads[f"{name}/scale"], grads[f"{name}/shift"] = L.instance_norm_backward(d, norm_cache)
+            elif kind == "upsample":
+                d = L.upsample2x_backward(d, cache)
+            elif kind == "residual_end":
+                d_skip, d = residual_backward(d, None)
+                skips.append(d_skip)
+            elif kind == "residual_begin":
+                d = d + skips.pop()
+            del cache
+        return d, {name: grads[name] for name in self.params}
+
+    # ---------------------------------------------------------------------------- save / load
+
+    def save(self, path, attrs=None):
+        """Write the parameters and the attributes to an HDF5 file, atomically.
+
+        One dataset per parameter, named by its layer path ("conv1/weight", "res1/norm1/scale", ...),
+        in the net's dtype. File attributes: `format` ("handnst-transform"), `format_version`, `width`,
+        `residual_blocks`, `parameters` (the count), and every entry of `attrs` (the style image, the
+        training options, the loss summary...): strings and numbers as they are, anything else (dicts,
+        lists, None) as JSON text, listed in the attribute `json_attributes` so that loading decodes it.
+        """
+        import h5py
+        extra = dict(self.attrs)
+        extra.update(attrs or {})
+        clash = [k for k in extra if k in _RESERVED_ATTRS]
+        if clash:
+            raise ValueError(f"attribute name(s) {', '.join(clash)} are reserved for the file format")
+        path = os.fspath(path)
+        try:
+            with atomic_path(path, suffix=".h5.tmp") as tmp:
+                with h5py.File(tmp, "w") as f:
+                    f.attrs["format"] = FORMAT_NAME
+                    f.attrs["format_version"] = FORMAT_VERSION
+                    f.attrs["width"] = self.width
+                    f.attrs["residual_blocks"] = self.residual_blocks
+                    f.attrs["parameters"] = self.parameter_count
+                    as_json = []
+                    for key, value in extra.items():
+                        if isinstance(value, (str, bool, int, float, np.integer, np.floating)):
+                            f.attrs[str(key)] = value
+                        else:
+                            f.attrs[str(key)] = json.dumps(value, default=_json_default)
+                            as_json.append(str(key))
+                    f.attrs["json_attributes"] = json.dumps(as_json)
+                    for name, value in self.params.items():
+                        f.create_dataset(name, data=to_host(value))
+        except PermissionError as exc:
+            raise InputError(f"cannot write {path}: {exc.strerror or exc}; choose another output") from None
+        except FileNotFoundError as exc:
+            raise InputError(f"cannot write {path}: {exc.strerror or exc} (does its folder exist?)") from None
+        except OSError as exc:
+            raise RunError(f"could not write {path} ({exc.strerror or exc}); nothing was written there") from None
+        return path
+
+    def load_params(self, params):
+        """Replace the parameters by host arrays `params` (same names and shapes), cast to the net's dtype."""
+        for name, shape in self.shapes.items():
+            value = params[name]
+            if tuple(value.shape) != shape:
+                raise ValueError(f"{name} has shape {tuple(value.shape)}, expected {shape}")
+            self.params[name] = to_device(np.asarray(value), self.backend, self.dtype)
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def initial_parameters(width=32, residual_blocks=5, seed=0):
+    """Host float64 parameters, deterministic by seed, as PyTorch initializes Conv2d and InstanceNorm2d:
+    weights and biases uniform in +-1/sqrt(fan_in) (fan_in = C*kh*kw; this is kaiming_uniform with
+    a = sqrt(5)), normalization scales 1 and shifts 0. Drawn in layer order from one generator."""
+    rng = np.random.default_rng(seed)
+    params = {}
+    for name, shape in parameter_shapes(width, residual_blocks).items():
+        if name.endswith("/weight") or name.endswith("/bias"):
+            conv = name.rsplit("/", 1)[0]
+            fan_in = math.prod(params[f"{conv}/weight"].shape[1:]) if name.endswith("/bias") else math.prod(shape[1:])
+            bound = 1.0 / math.sqrt(fan_in)
+            params[name] = rng.uniform(-bound, bound, size=shape)
+        elif name.endswith("/scale"):
+            params[name] = np.ones(shape)
+        else:
+            params[name] = np.zeros(shape)
+    return params
+
+
+# ------------------------------------------------------------------------------------- loading
+
+def _attr_value(value):
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def read_model_file(path):
+    """(params, meta) from a model file, validated: params maps each parameter path to a host array,
+    meta holds `width`, `residual_blocks` and the extra attributes (decoded). Every problem is a
+    one-line InputError that says what is wrong with the file."""
+    path = os.fspath(path)
+    hint = "give a model written by `handnst train`"
+    if not os.path.exists(path):
+        raise InputError(f"model file {path} does not exist")
+    if os.path.isdir(path):
+        raise InputError(f"model {path} is a folder, not a model file; {hint}")
+    import h5py
+    if not h5py.is_hdf5(path):
+        raise InputError(f"{path} is not a handnst model (not an HDF5 file); {hint}")
+    try:
+        with h5py.File(path, "r") as f:
+            meta = {key: _attr_value(value) for key, value in f.attrs.items()}
+            fmt = meta.get("format")
+            if fmt == VGG_FORMAT_NAME:
+                raise InputError(f"{path} is the VGG19 weights file (the loss network), not a transformation "
+                                 f"network; {hint}")
+            if fmt != FORMAT_NAME:
+                raise InputError(f"{path} is not a handnst transformation network (its format attribute is "
+                                 f"{fmt!r}, expected {FORMAT_NAME!r}); {hint}")
+            try:
+                version = int(meta.get("format_version", 0))
+                width, blocks = int(meta["width"]), int(meta["residual_blocks"])
+                _check_architecture(width, blocks)
+            except (KeyError, TypeError, ValueError, InputError):
+                raise InputError(f"{path}: the width and residual_blocks attributes are missing or invalid; "
+                                 f"the model file is damaged") from None
+            if version > FORMAT_VERSION:
+                raise InputError(f"{path} uses model format version {version}, newer than this handnst "
+                                 f"understands ({FORMAT_VERSION}); upgrade handnst")
+            params = {}
+            for name, shape in parameter_shapes(width, blocks).items():
+                node = f.get(name)
+                if not isinstance(node, h5py.Dataset):
+                    raise InputError(f"{path}: parameter {name} is missing; the model file is incomplete")
+                if tuple(node.shape) != shape:
+                    raise InputError(f"{path}: parameter {name} has shape {tuple(node.shape)}, expected {shape} "
+                                     f"(width {width}, {blocks} residual blocks); the model file is damaged")
+                if node.dtype.kind != "f":
+                    raise InputError(f"{path}: parameter {name} is {node.dtype}, expected floating point")
+                value = node[()]
+                if not np.all(np.isfinite(value)):
+                    raise InputError(f"{path}: parameter {name} contains NaN or infinite values; the model is "
+                                     f"damaged (did its training diverge?)")
+                params[name] = value
+    except InputError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise InputError(f"{path} cannot be read as a handnst model ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    try:
+        as_json = json.loads(meta.pop("json_attributes", "[]"))
+    except (TypeError, ValueError):
+        as_json = []
+    extra = {}
+    for key, value in meta.items():
+        if key in _RESERVED_ATTRS:
+            continue
+        if key in as_json:
+            try:
+                value = json.loads(value)
+            except (TypeError, ValueError):
+                pass
+        extra[key] = value
+    return params, {"width": width, "residual_blocks": blocks, "format_version": version, "attrs": extra}
+
+
+def load_transform_net(path, *, backend="numpy", dtype="float32"):
+    """A TransformNet with the parameters of a model file written by `TransformNet.save`.
+
+    Its `attrs` hold the file's extra attributes (style image, training options, loss summary).
+    A VGG19 weights file, any file that is not a model, and a model with missing, wrong-shape or
+    non-finite parameters are refused with a one-line InputError.
+    """
+    params, meta = read_model_file(path)
+    net = TransformNet(meta["width"], meta["residual_blocks"], backend=backend, dtype=dtype)
+    net.load_params(params)
+    net.attrs = meta["attrs"]
+    return net
