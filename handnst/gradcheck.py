@@ -172,6 +172,110 @@ def _padded_checks(xp, rng, seed):
     return checks
 
 
+def transform_layer_checks(backend="numpy", seed=0):
+    """The layers of the transformation network on a batch (N, C, H, W), naive and fast: reflection
+    padding, batched convolution (9x9 and 3x3, stride 1 and 2; input, weight and bias gradients),
+    instance normalization (input, scale and shift), nearest-neighbour upsampling, the residual sum."""
+    from handnst.networks.transform import residual_backward, residual_forward
+    xp = get_xp(backend)
+    rng = np.random.default_rng(seed + 11)
+    x = xp.asarray(rng.normal(size=(2, 3, 7, 6)))
+    checks = []
+    for label, fwd, bwd in (("naive", L.reflection_pad_forward_naive, L.reflection_pad_backward_naive),
+                            ("fast", L.reflection_pad_forward, L.reflection_pad_backward)):
+        for pad in (1, 4):
+            xi = xp.asarray(rng.normal(size=(2, 3, 6, 5)))
+            checks.append((f"reflection pad {label} p{pad}", lambda f=fwd, g=bwd, p=pad, z=xi: _layer_check(
+                lambda v: f(v, p), g, z, seed), LAYER_TOLERANCE))
+
+    for label, fwd, bwd in (("naive", L.conv_batch_forward_naive, L.conv_batch_backward_naive),
+                            ("fast", L.conv_batch_forward, L.conv_batch_backward)):
+        for k, stride, C, K in ((3, 1, 3, 4), (3, 2, 3, 4), (9, 1, 2, 3)):
+            xi = xp.asarray(rng.normal(size=(2, C, 11, 10)))
+            w = xp.asarray(rng.normal(size=(K, C, k, k)))
+            b = xp.asarray(rng.normal(size=K))
+            tag = f"conv batch {label} {k}x{k} s{stride}"
+            checks.append((f"{tag} dx", lambda f=fwd, g=bwd, s=stride, xi=xi, w=w, b=b: _layer_check(
+                lambda z: f(z, w, b, s), lambda r, c: g(r, c)[0], xi, seed), LAYER_TOLERANCE))
+            checks.append((f"{tag} dw", lambda f=fwd, g=bwd, s=stride, xi=xi, w=w, b=b: _layer_check(
+                lambda z: f(xi, z, b, s), lambda r, c: g(r, c)[1], w, seed), LAYER_TOLERANCE))
+            checks.append((f"{tag} db", lambda f=fwd, g=bwd, s=stride, xi=xi, w=w, b=b: _layer_check(
+                lambda z: f(xi, w, z, s), lambda r, c: g(r, c)[2], b, seed), LAYER_TOLERANCE))
+
+    scale = xp.asarray(rng.normal(size=3))
+    shift = xp.asarray(rng.normal(size=3))
+    for label, fwd, bwd in (("naive", L.instance_norm_forward_naive, L.instance_norm_backward_naive),
+                            ("fast", L.instance_norm_forward, L.instance_norm_backward)):
+        tag = f"instance norm {label}"
+        checks.append((f"{tag} dx", lambda f=fwd, g=bwd: _layer_check(
+            lambda z: f(z, scale, shift), lambda r, c: g(r, c)[0], x, seed), LAYER_TOLERANCE))
+        checks.append((f"{tag} dscale", lambda f=fwd, g=bwd: _layer_check(
+            lambda z: f(x, z, shift), lambda r, c: g(r, c)[1], scale, seed), LAYER_TOLERANCE))
+        checks.append((f"{tag} dshift", lambda f=fwd, g=bwd: _layer_check(
+            lambda z: f(x, scale, z), lambda r, c: g(r, c)[2], shift, seed), LAYER_TOLERANCE))
+
+    for label, fwd, bwd in (("naive", L.upsample2x_forward_naive, L.upsample2x_backward_naive),
+                            ("fast", L.upsample2x_forward, L.upsample2x_backward)):
+        checks.append((f"upsample 2x {label}", lambda f=fwd, g=bwd: _layer_check(f, g, x, seed), LAYER_TOLERANCE))
+
+    branch = xp.asarray(rng.normal(size=x.shape))
+    checks.append(("residual sum (skip)", lambda: _layer_check(
+        lambda z: residual_forward(z, branch), lambda r, c: residual_backward(r, c)[0], x, seed), LAYER_TOLERANCE))
+    checks.append(("residual sum (branch)", lambda: _layer_check(
+        lambda z: residual_forward(branch, z), lambda r, c: residual_backward(r, c)[1], x, seed), LAYER_TOLERANCE))
+    return checks
+
+
+def transform_net_checks(backend="numpy", seed=0):
+    """The whole transformation network (width 4, 2 residual blocks, a 2 x 3 x 12 x 8 batch) in
+    float64: f = sum(net(x) * r), its gradient with respect to the input and to all parameters at
+    once (seen as one long vector), per coordinate and along random directions."""
+    from handnst.networks.transform import TransformNet
+    xp = get_xp(backend)
+    rng = np.random.default_rng(seed + 13)
+    net = TransformNet(width=4, residual_blocks=2, seed=seed, backend=backend, dtype="float64")
+    for name, value in net.params.items():     # scales and shifts away from their initial 1 and 0
+        if name.endswith("/scale") or name.endswith("/shift"):
+            net.params[name] = value + xp.asarray(rng.normal(scale=0.3, size=value.shape))
+    x = xp.asarray(rng.normal(size=(2, 3, 12, 8)))
+    r = xp.asarray(rng.normal(size=x.shape))
+    names = list(net.params)
+    sizes = [int(net.params[n].size) for n in names]
+
+    def f_input(z):
+        return float((net.forward(z, cache=False) * r).sum())
+
+    def unflatten(theta):
+        out, start = {}, 0
+        for name, size in zip(names, sizes):
+            out[name] = theta[start:start + size].reshape(net.params[name].shape)
+            start += size
+        return out
+
+    def f_params(theta):
+        saved = dict(net.params)
+        net.params.update(unflatten(theta))
+        try:
+            return float((net.forward(x, cache=False) * r).sum())
+        finally:
+            net.params.update(saved)
+
+    def check_input():
+        net.forward(x)
+        dx, _ = net.backward(r)
+        return check_gradient(f_input, x, dx, entries=20, directions=4, seed=seed)
+
+    def check_params():
+        net.forward(x)
+        _, grads = net.backward(r)
+        theta = xp.concatenate([net.params[n].reshape(-1) for n in names])
+        g = xp.concatenate([grads[n].reshape(-1) for n in names])
+        return check_gradient(f_params, theta, g, entries=40, directions=4, seed=seed)
+
+    return [("transformation network dx (w=4, R=2)", check_input, OBJECTIVE_TOLERANCE),
+            ("transformation network d params (w=4, R=2)", check_params, OBJECTIVE_TOLERANCE)]
+
+
 def loss_checks(backend="numpy", seed=0):
     """The content, style (with its Gram matrix) and TV losses, each on its own, paper's gradients."""
     xp = get_xp(backend)
@@ -245,7 +349,9 @@ def _quiet_find():
 def run_checks(backend="numpy", seed=0, weights_path=None, progress=None):
     """Run every check; returns a list of dicts {check, max_rel_error, tolerance, passed, seconds}."""
     results = []
-    for name, fn, tol in layer_checks(backend, seed) + loss_checks(backend, seed) + objective_checks(backend, seed, weights_path):
+    checks = (layer_checks(backend, seed) + transform_layer_checks(backend, seed) + loss_checks(backend, seed)
+              + objective_checks(backend, seed, weights_path) + transform_net_checks(backend, seed))
+    for name, fn, tol in checks:
         start = time.perf_counter()
         err = fn()
         results.append({"check": name() if callable(name) else name, "max_rel_error": err,

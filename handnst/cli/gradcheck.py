@@ -13,8 +13,8 @@ from handnst.cli.common import _formatter
 def _add_gradcheck_parser(sub):
     p = sub.add_parser(
         "gradcheck", help="check every hand-written backward pass against finite differences",
-        description="Central finite differences in float64 for every layer (naive and fast), every loss\n"
-                    "and the whole objective through VGG19 on small inputs.",
+        description="Central finite differences in float64 for every layer (naive and fast), every loss,\n"
+                    "the whole objective through VGG19 and the whole transformation network on small inputs.",
         formatter_class=_formatter,
         epilog="example:\n  handnst gradcheck --json report.json\n",
     )
