@@ -20,6 +20,7 @@ import time
 import types
 
 import numpy as np
+from PIL import Image
 
 from handnst import image as _image
 from handnst.backend import canonical_backend, get_xp, synchronize, to_device, to_host
@@ -132,7 +133,7 @@ def _largest_fitting(width, H, W, budget):
 
 
 def check_memory(width, H, W, backend="numpy", available=None, what="the photo"):
-    from handnst.transfer import available_memory
+    from handnst.memory import available_memory
     free = available if available is not None else available_memory(backend)
     need = estimate_memory(width, H, W)
     if free is None or need <= MEMORY_FRACTION * free:
@@ -201,7 +202,7 @@ def apply(model, images, *, size=None, device="cpu", preserve_color=False, memor
     for index, (obj, (w, h)) in enumerate(zip(images, sizes)):
         photo = _image.load_image(obj)
         if photo.size != (w, h):
-            photo = photo.resize((w, h), _image.Image.Resampling.LANCZOS)
+            photo = photo.resize((w, h), Image.Resampling.LANCZOS)
         t = time.perf_counter()
         x = to_device(_image.preprocess(photo, None, convention), backend, dtype=net.dtype)
         with np.errstate(over="ignore", invalid="ignore"):

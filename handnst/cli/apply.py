@@ -43,7 +43,7 @@ def _add_apply_parser(sub):
 
 def _outputs(photos, output):
     """The output path of every photo, checked before anything runs; the folder to create, if any."""
-    from handnst.image import _writable_extensions, check_output_path
+    from handnst.image.io import _writable_extensions, check_output_path
     several = len(photos) > 1
     if not several and not os.path.isdir(output):
         check_output_path(output)
