@@ -99,10 +99,10 @@ def test_empty_or_photo_less_folder_is_an_error(tmp_path):
 # ---------------------------------------------------------------------------------------- training
 
 def test_loss_falls_on_a_tiny_run(vgg_max):
-    result = T.train(STYLE, iters=40, lr=1e-2, vgg=vgg_max, **TINY)
+    result = T.train(STYLE, iters=40, lr=3e-3, vgg=vgg_max, **TINY)
     assert result.step == 40 and len(result.history) == 40
     summary = result.loss_summary()
-    assert summary["last"]["total"] < 0.7 * summary["first"]["total"], summary
+    assert summary["last"]["total"] < 0.8 * summary["first"]["total"], summary
     assert summary["last"]["style"] < summary["first"]["style"]
     record = result.history[-1]
     assert set(record) >= {"step", "total", "content", "style", "tv", "style_per_layer", "seconds"}
@@ -129,6 +129,18 @@ def test_resume_refuses_other_options(tmp_path, random_vgg_max):
         T.train(STYLE, iters=2, resume=ckpt, vgg=random_vgg_max, **dict(TINY, width=8))
     with pytest.raises(InputError, match="step 1 already"):
         T.train(STYLE, iters=1, resume=ckpt, vgg=random_vgg_max, **TINY)
+
+
+def test_output_layer_starts_at_the_photos_scale():
+    from handnst.networks.transform import TransformNet
+    net = TransformNet(4, 1, seed=0)
+    x = np.random.default_rng(0).normal(10.0, 60.0, (2, 3, 16, 16)).astype(np.float32)
+    assert float(net.forward(x, cache=False).std()) < 5
+    T.calibrate_output(net, x)
+    y = net.forward(x, cache=False)
+    for c in range(3):
+        np.testing.assert_allclose(y[:, c].std(), x[:, c].std(), rtol=1e-3)
+        np.testing.assert_allclose(y[:, c].mean(), x[:, c].mean(), rtol=1e-3, atol=1e-2)
 
 
 def test_adam_matches_the_formula():
