@@ -190,7 +190,7 @@ def transform_layer_checks(backend="numpy", seed=0):
 
     for label, fwd, bwd in (("naive", L.conv_batch_forward_naive, L.conv_batch_backward_naive),
                             ("fast", L.conv_batch_forward, L.conv_batch_backward)):
-        for k, stride, C, K in ((3, 1, 3, 4), (3, 2, 3, 4), (9, 1, 2, 3)):
+        for k, stride, C, K in ((3, 1, 3, 4), (3, 2, 3, 4), (9, 1, 2, 3), (9, 1, 4, 2)):
             xi = xp.asarray(rng.normal(size=(2, C, 11, 10)))
             w = xp.asarray(rng.normal(size=(K, C, k, k)))
             b = xp.asarray(rng.normal(size=K))

@@ -68,13 +68,17 @@ def test_reflection_pad_hand_example_and_too_small_map():
     ((2, 2, 11, 10), (3, 2, 9, 9), 1),
     ((1, 3, 6, 7), (2, 3, 1, 1), 1),
     ((2, 2, 9, 8), (3, 2, 5, 3), 2),
+    ((2, 6, 9, 8), (2, 6, 3, 5), 1),
 ])
 @pytest.mark.parametrize("chunk", [1, 60, 1 << 22], ids=["row-bands", "some-images", "whole-batch"])
-def test_conv_batch_fast_equals_naive(xp, shape, kshape, stride, chunk):
+@pytest.mark.parametrize("method", [None, "strided", "rows", "outputs"])
+def test_conv_batch_fast_equals_naive(xp, shape, kshape, stride, chunk, method):
+    if method in ("rows", "outputs") and stride != 1:
+        pytest.skip("stride 1 only")
     r = rng(3)
     x, w, b = (xp.asarray(r.normal(size=s)) for s in (shape, kshape, kshape[:1]))
     out_n, cache_n = L.conv_batch_forward_naive(x, w, b, stride)
-    out_f, cache_f = L.conv_batch_forward(x, w, b, stride, chunk=chunk)
+    out_f, cache_f = L.conv_batch_forward(x, w, b, stride, chunk=chunk, method=method)
     Ho = L.conv_batch_output_size(shape[2], kshape[2], stride)
     Wo = L.conv_batch_output_size(shape[3], kshape[3], stride)
     assert out_f.shape == out_n.shape == (shape[0], kshape[0], Ho, Wo)
@@ -83,6 +87,14 @@ def test_conv_batch_fast_equals_naive(xp, shape, kshape, stride, chunk):
     for got, want in zip(L.conv_batch_backward(dout, cache_f, chunk=chunk), L.conv_batch_backward_naive(dout, cache_n)):
         close(got, want)
     assert L.conv_batch_backward(dout, cache_f, need_dx=False, chunk=chunk)[0] is None
+
+
+def test_conv_batch_method_choice():
+    assert L.conv_batch_method(32, 3, 1) == "outputs"       # conv6: unfold the 3 output channels
+    assert L.conv_batch_method(3, 32, 1) == "strided"       # conv1: unfold the 3 input channels
+    assert L.conv_batch_method(32, 16, 2) == "strided"      # stride 2 is always plain im2col
+    with pytest.raises(ValueError):
+        L.conv_batch_forward(np.zeros((1, 2, 5, 5)), np.zeros((1, 2, 3, 3)), np.zeros(1), 2, method="rows")
 
 
 def test_conv_batch_chunks_cover_every_output_once():
