@@ -168,7 +168,9 @@ class TransformNet:
             hp, pad_cache = L.reflection_pad_forward(h, w.shape[2] // 2)
             out, conv_cache = L.conv_batch_forward(hp, w, b, stride)
             if tape is not None:
-                tape.append(("conv", name, (pad_cache, conv_cache)))
+                # keep the unpadded input (the previous layer's output, kept anyway) and pad it again
+                # in the backward pass: a third less memory for one more cheap copy per layer
+                tape.append(("conv", name, (h, pad_cache, conv_cache[1:])))
             return out
 
         def norm(name, h, relu):
@@ -223,9 +225,11 @@ class TransformNet:
         while tape:
             kind, name, cache = tape.pop()
             if kind == "conv":
-                pad_cache, conv_cache = cache
+                h, pad_cache, rest = cache
                 first = not tape
-                dpad, grads[f"{name}/weight"], db = L.conv_batch_backward(d, conv_cache, need_dx=need_dx or not first)
+                hp, _ = L.reflection_pad_forward(h, pad_cache[1])
+                dpad, grads[f"{name}/weight"], db = L.conv_batch_backward(d, (hp,) + rest, need_dx=need_dx or not first)
+                del hp
                 # In front of an instance normalization the bias gradient is the sum over each channel
                 # of the normalization's input gradient, which is exactly zero (it subtracts the
                 # channel's mean); the computed sum is only rounding noise, so the exact value is kept.
@@ -234,7 +238,9 @@ class TransformNet:
             elif kind == "norm":
                 norm_cache, relu_out = cache
                 if relu_out is not None:
-                    d = d * (relu_out > 0)
+                    mask = relu_out > 0
+                    shared = d is dy or any(d is skip for skip in skips)     # not ours to overwrite
+                    d = d * mask if shared else xp.multiply(d, mask, out=d)
                 d, grads[f"{name}/scale"], grads[f"{name}/shift"] = L.instance_norm_backward(d, norm_cache)
             elif kind == "upsample":
                 d = L.upsample2x_backward(d, cache)
