@@ -31,7 +31,13 @@ in place or replace them.
 The biases of the convolutions in front of an instance normalization (all but conv6) get a
 gradient of exactly zero: the normalization subtracts the per-channel mean, which takes any constant
 added to a channel away again (see handnst.layers.instance_norm). They are kept all the same, so
-that the weights files line up with other tools'.
+that the weights files line up with other tools'. For the same reason the shifts of each residual
+block's second normalization get a gradient that is zero in exact arithmetic (a constant added to
+the residual stream reaches only convolutions followed by normalizations); those are computed, and
+come out as rounding noise.
+
+Applying the network to a large photo: `net.forward(x, cache=False)` keeps nothing for a backward
+pass. Training: `net.backward(dy, need_dx=False)` skips the image's own gradient.
 """
 
 import json
