@@ -102,7 +102,7 @@ def conv_batch_chunks(N, Ho, Wo, rows_per_column, chunk=CHUNK_ELEMENTS, min_band
     if per_image <= chunk:
         g = max(1, chunk // per_image)
         return [(n0, min(N, n0 + g), 0, Ho) for n0 in range(0, N, g)]
-    band = max(min_band, chunk // (rows_per_column * Wo))
+    band = max(1, min_band, chunk // (rows_per_column * Wo))
     return [(n, n + 1, r0, min(Ho, r0 + band)) for n in range(N) for r0 in range(0, Ho, band)]
 
 
