@@ -206,8 +206,7 @@ def _band(x, n0, n1, r0, rows):
     """Input rows r0 .. r0+rows-1 of images n0 .. n1-1 as one contiguous (C, g*rows*W) matrix (a view
     when that is already the memory layout: one whole image)."""
     xp = array_module(x)
-    C, W = x.shape[1], x.shape[3]
-    return xp.ascontiguousarray(x[n0:n1, :, r0:r0 + rows].transpose(1, 0, 2, 3)).reshape(C, -1)
+    return xp.ascontiguousarray(x[n0:n1, :, r0:r0 + rows].transpose(1, 0, 2, 3)).reshape(x.shape[1], -1)
 
 
 def _upstream(dout, n0, n1, r0, r1, Wp):
