@@ -11,7 +11,7 @@ not a wall-clock time, which depends on the machine, but a *ratio*:
 A ratio near 1 means the evaluation runs at the speed of the BLAS it is built on; nothing written on
 top of that BLAS can do much better without doing fewer FLOPs. handnst does do fewer where it pays:
 the convolutions with 256 or more channels in and out (conv3_2 .. conv5_1 here) run with Winograd
-F(2, 3) along the rows, a third fewer multiplications (see layers.py). The FLOPs counted stay those of
+F(2, 3) along the rows, a third fewer multiplications (see layers/winograd.py). The FLOPs counted stay those of
 the direct convolution, the work the result is worth, so the ratio measures time against the direct
 GEMM ceiling and can pass 1 in principle. `--conv direct` times the plain GEMM path instead.
 
@@ -25,7 +25,7 @@ What is counted (`objective_flops`), one multiply-add = 2 FLOPs:
               each style layer's F^T (G - A):             2 * N^2 * M
 
 Not counted: bias, ReLU, pooling, the content loss and the elementwise parts of the losses (all
-O(N * M), together well under 1% of the total), and the extra columns the padded layout of layers.py
+O(N * M), together well under 1% of the total), and the extra columns the padded layout of layers/padded.py
 computes and throws away (a factor (W + 2) / W on each convolution). So the achieved GFLOP/s is the
 rate of *useful* work.
 
@@ -139,7 +139,7 @@ def reference_gemm_shape(backend):
 
 
 def conv_like_gemm_shape(width, height):
-    """(m, k, n) of one tap product of conv3_x at this image size, as layers.py computes it.
+    """(m, k, n) of one tap product of conv3_x at this image size, as layers/padded.py computes it.
 
     conv3_x sees the image 4 times smaller with 256 channels in and out; the padded layout multiplies
     h rows of (w + 2) positions by the (256, 256) tap. Every block of VGG19 costs about the same, so

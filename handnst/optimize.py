@@ -31,7 +31,7 @@ Default step sizes are given in "pixel levels" of a 0..255 image and scaled to t
 Whatever the method, the best x seen (lowest finite value) is kept and returned, not merely the last
 one; Ctrl-C ends the run cleanly with that best x (stopped="interrupted"), and a NaN or Inf in the value
 or gradient ends it with stopped="nonfinite" and the best finite x. Nothing here draws random numbers,
-so the same inputs give bit-identical results on the same backend; `initial_image` draws its noise on
+so the same inputs give bit-identical results on the same backend; `image.initial_image` draws its noise on
 the host from `numpy.random.default_rng(seed)` and then moves it to the backend, so the CPU and the GPU
 start from the same image.
 """
@@ -45,9 +45,9 @@ import numpy as np
 
 from handnst.backend import array_module, to_host
 from handnst.errors import InputError
+from handnst.image.vgg_space import _full_bounds
 
 METHODS = ("lbfgs", "adam", "sgd", "sign")
-INIT_KINDS = ("content", "noise", "content+noise", "style", "file")
 
 # Default step sizes in pixel levels of a 0..255 image (scaled by box width / 255, see `_pixel_scale`).
 #   adam: lr = 10, as in Johnson's neural-style (each pixel moves at most about lr per step).
@@ -169,33 +169,6 @@ def _pixel_scale(lo, hi):
     width = np.asarray(hi, dtype=np.float64) - np.asarray(lo, dtype=np.float64)
     width = width[np.isfinite(width)]
     return float(np.median(width)) / 255.0 if width.size else 1.0
-
-
-def _full_bounds(bounds, shape):
-    """(lo, hi) float64 host arrays of x's shape (+-inf where unbounded), or (None, None)."""
-    if bounds is None:
-        return None, None
-    try:
-        lo_in, hi_in = bounds
-    except (TypeError, ValueError):
-        raise InputError("bounds must be a pair (lo, hi) of arrays broadcastable to the image shape") from None
-    full = []
-    for side, value, fill in (("lower", lo_in, -np.inf), ("upper", hi_in, np.inf)):
-        if value is None:
-            full.append(np.full(shape, fill))
-            continue
-        host = np.asarray(to_host(value) if hasattr(value, "shape") else value, dtype=np.float64)
-        try:
-            full.append(np.ascontiguousarray(np.broadcast_to(host, shape)))
-        except ValueError:
-            raise InputError(f"the {side} bound of shape {host.shape} cannot be broadcast to the image "
-                             f"shape {tuple(shape)}; give one value per channel, shape (3, 1, 1)") from None
-        if np.isnan(full[-1]).any():
-            raise InputError(f"the {side} bound contains NaN; bounds must be numbers or +-inf")
-    lo, hi = full
-    if (lo > hi).any():
-        raise InputError("a lower bound is above its upper bound; bounds must satisfy lo <= hi")
-    return lo, hi
 
 
 def _check_arguments(method, iters, lr, max_evals, x0):
@@ -440,91 +413,3 @@ def make_progress(total, enabled=True, *, force=False, file=None):
     stream = file or sys.stderr
     is_tty = bool(getattr(stream, "isatty", lambda: False)())
     return Progress(total, show=bool(force or (enabled and is_tty)), file=stream)
-
-
-# -------------------------------------------------------------------------------------- initial images
-
-def resize_bilinear(image, height, width):
-    """Bilinear resize of a host array (C, h, w) -> (C, height, width), pixel centres aligned.
-
-    Output pixel i samples the input at (i + 0.5) * h / height - 0.5 (the convention of Pillow and
-    OpenCV), clamped to the edge, interpolated linearly between the two nearest rows, then the two
-    nearest columns. There is no anti-aliasing filter: fine for an initial image, which the optimizer
-    reshapes anyway (the image module resizes real inputs with LANCZOS).
-    """
-    image = np.asarray(image, dtype=np.float64)
-    _, h, w = image.shape
-
-    def taps(n_in, n_out):
-        pos = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0, n_in - 1)
-        i0 = np.floor(pos).astype(np.intp)
-        i1 = np.minimum(i0 + 1, n_in - 1)
-        return i0, i1, pos - i0
-
-    r0, r1, wr = taps(h, height)
-    c0, c1, wc = taps(w, width)
-    rows = image[:, r0, :] * (1 - wr)[None, :, None] + image[:, r1, :] * wr[None, :, None]
-    return rows[:, :, c0] * (1 - wc) + rows[:, :, c1] * wc
-
-
-def _channel_box(content_host, bounds):
-    """Per-channel (lo, hi) of shape (C, 1, 1): the bounds where finite, else the content's own range."""
-    c = content_host.shape[0]
-    cmin = content_host.reshape(c, -1).min(axis=1).reshape(c, 1, 1)
-    cmax = content_host.reshape(c, -1).max(axis=1).reshape(c, 1, 1)
-    if bounds is None:
-        return cmin, cmax
-    lo, hi = _full_bounds(bounds, content_host.shape)
-    # One value per channel (bounds are per channel in practice; take the widest if they are not).
-    lo = lo.reshape(c, -1).min(axis=1).reshape(c, 1, 1)
-    hi = hi.reshape(c, -1).max(axis=1).reshape(c, 1, 1)
-    return np.where(np.isfinite(lo), lo, cmin), np.where(np.isfinite(hi), hi, cmax)
-
-
-def initial_image(kind, content, style, *, seed=0, bounds=None, file_array=None):
-    """The image the optimization starts from, on content's backend with content's dtype and shape.
-
-    kind:
-      "content"        a copy of the content image (the default; fastest to a good picture)
-      "noise"          white noise as in the paper: every value drawn independently and uniformly over
-                       the pixel box, per channel [lo_c, hi_c] from `bounds` (or the content's own
-                       range where a bound is missing or infinite)
-      "content+noise"  content plus Gaussian noise of standard deviation 0.1 x the channel's box width,
-                       clipped to the box
-      "style"          the (first) style image resized bilinearly to the content's H x W (see
-                       `resize_bilinear`)
-      "file", or any other string when `file_array` is given: `file_array`, an image already
-                       preprocessed to the content's shape (the CLI's --init FILE)
-    Random numbers come from numpy.random.default_rng(seed) on the host and are then copied to the
-    backend, so the CPU and the GPU start from the same image.
-    """
-    xp = array_module(content)
-    dtype = np.dtype(content.dtype)
-    if kind == "content":
-        return content.copy()
-    if kind == "style":
-        style_host = to_host(style)
-        if style_host.ndim != 3 or style_host.shape[0] != content.shape[0]:
-            raise InputError(f"the style image has shape {style_host.shape}; expected "
-                             f"({content.shape[0]}, H, W) like the content")
-        resized = resize_bilinear(style_host, content.shape[1], content.shape[2])
-        return xp.asarray(resized.astype(dtype))
-    if kind in ("noise", "content+noise"):
-        content_host = to_host(content).astype(np.float64)
-        lo, hi = _channel_box(content_host, bounds)
-        rng = np.random.default_rng(seed)
-        if kind == "noise":
-            image = lo + (hi - lo) * rng.random(content_host.shape)
-        else:
-            noise = rng.standard_normal(content_host.shape) * (0.1 * (hi - lo))
-            image = np.clip(content_host + noise, lo, hi)
-        return xp.asarray(image.astype(dtype))
-    if file_array is not None and (kind == "file" or kind not in INIT_KINDS):
-        if tuple(file_array.shape) != tuple(content.shape):
-            raise InputError(f"the init image has shape {tuple(file_array.shape)} but the content has "
-                             f"{tuple(content.shape)}; resize it to the content's size")
-        return xp.asarray(to_host(file_array).astype(dtype))
-    if kind == "file":
-        raise InputError("init 'file' needs an image: give the path of an image file with --init PATH")
-    raise InputError(f"unknown init {kind!r}: use content, noise, content+noise, style, or the path of an "
-                     "image file")

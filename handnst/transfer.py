@@ -1,3 +1,6 @@
+
+
+
 """Style transfer end to end: images in, a picture out, and the paper's experiments.
 
 Gatys, Ecker & Bethge (2015/2016) make a picture x that matches the *content* of a photograph p in
@@ -8,10 +11,12 @@ a deep layer of VGG19 and the *style* of a painting a (the Gram matrices of seve
 over the pixels x themselves, with L-BFGS (here scipy's L-BFGS-B, whose box bounds keep every pixel
 a valid colour). This module puts the pieces together:
 
-    image.py     files -> (3, H, W) arrays in the weights' input space, and back
-    vgg.py       the network, built once per call
-    losses.py    the objective L(x) and its hand-written gradient
-    optimize.py  the optimizer that drives the pixels, with best-so-far, Ctrl-C and NaN handling
+    image/           files -> (3, H, W) arrays in the weights' input space, and back
+    networks/vgg.py  the network, built once per call
+    losses.py        the objective L(x) and its hand-written gradient
+    optimize.py      the optimizer that drives the pixels, with best-so-far, Ctrl-C and NaN handling
+    options.py       every option checked before anything expensive runs
+    memory.py        what a run needs, refused before it starts when the machine cannot hold it
 
 and adds what a person running it needs: checks of every option *before* anything expensive runs,
 a memory estimate that refuses runs the machine cannot hold, progress, frames, and a `Result` with
@@ -36,46 +41,19 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+from PIL import Image
 
 from handnst import image as _image
-from handnst.backend import canonical_backend, get_xp, to_device, to_host
-from handnst.errors import InputError, RunError
-from handnst.layers import padded_length
+from handnst.backend import to_device, to_host
+from handnst.errors import InputError
+from handnst.image import initial_image
 from handnst.losses import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, StyleTransferLoss, parts_to_host
-from handnst.optimize import INIT_KINDS, METHODS, initial_image, make_progress, minimize
-from handnst.networks.vgg import CONV_LAYERS, LAYER_ORDER, POOLINGS, canonical_layer, min_image_size, scale_of
-
-# ------------------------------------------------------------------------------------------ defaults
-#
-# Chosen from experiments with the real VGG19 weights (see the README, "Choosing the weights"):
-# starting from the content image at 256 pixels, alpha = 1 and beta = 5e3 give a clearly stylized
-# picture in which the content stays recognizable, well within 300 L-BFGS-B iterations (most of the
-# change happens in the first 100); beta = 1e3 stays close to the photograph, and beta around 1e4
-# starts to paint the subject away. The balance depends on the size: the content loss sums over
-# the M positions of conv4_2 while the style loss is normalised by M^2, so at twice the side (4x the
-# pixels) the same look needs about 4x the style weight.
-DEFAULT_SIZE = 256
-DEFAULT_ITERS = 300
-DEFAULT_INIT = "content"
-DEFAULT_CONTENT_WEIGHT = 1.0
-DEFAULT_STYLE_WEIGHT = 5e3
-DEFAULT_TV_WEIGHT = 0.0          # the paper has no TV term
-DEFAULT_TV_EXPONENT = 2.0
-DEFAULT_POOLING = "avg"          # the paper: "replacing the max-pooling by average pooling improves the gradient flow"
-DEFAULT_OPTIMIZER = "lbfgs"
-DEFAULT_DEVICE = "cpu"
-DEFAULT_SEED = 0
-
-# The paper's Figure 3: rows add one block's first convolution at a time, columns are alpha/beta.
-GRID_LAYER_SETS = tuple(DEFAULT_STYLE_LAYERS[:k] for k in range(1, len(DEFAULT_STYLE_LAYERS) + 1))
-GRID_RATIOS = (1e-5, 1e-4, 1e-3, 1e-2)
-
-# Memory: the fraction of the available memory a run may plan to use (the rest is the margin for
-# what the estimate does not see: allocator slack, Pillow, the operating system).
-MEMORY_FRACTION = 0.85
-# The interpreter with NumPy, SciPy and Pillow loaded, before any array of ours (measured: ~120 MB).
-HOST_BASELINE_BYTES = 150 * 2 ** 20
-LBFGS_HISTORY = 10   # scipy's default maxcor: pairs (s_k, y_k) kept
+from handnst.memory import available_memory, check_memory, estimate_memory, memory_breakdown, _memory_guard  # noqa: F401
+from handnst.optimize import make_progress, minimize
+from handnst.options import (DEFAULT_CONTENT_WEIGHT, DEFAULT_DEVICE, DEFAULT_INIT, DEFAULT_ITERS,  # noqa: F401
+                             DEFAULT_OPTIMIZER, DEFAULT_POOLING, DEFAULT_SEED, DEFAULT_SIZE, DEFAULT_STYLE_WEIGHT,
+                             DEFAULT_TV_EXPONENT, DEFAULT_TV_WEIGHT, GRID_LAYER_SETS, GRID_RATIOS, _common_options,
+                             _describe_input, _layers, _positive_int, _weights_list, check_min_size)
 
 
 @dataclass
@@ -136,269 +114,6 @@ class Result:
         }
 
 
-# --------------------------------------------------------------------------------------- validation
-#
-# Every option is checked here, before a weight is loaded or a pixel decoded, so that a typo costs
-# nothing. The messages say what was wrong and what would be right.
-
-def _positive_int(name, value, allow_none=False):
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise InputError(f"{name} must be a positive whole number, not {value!r}")
-    return int(value)
-
-
-def _number(name, value, *, positive=False, allow_none=False):
-    if value is None and allow_none:
-        return None
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{name} must be a number, not {value!r}") from None
-    if isinstance(value, bool) or not math.isfinite(v):
-        raise InputError(f"{name} must be a finite number, not {value!r}")
-    if v < 0 or (positive and v == 0):
-        raise InputError(f"{name} must be {'greater than 0' if positive else 'at least 0'}, not {value!r}")
-    return v
-
-
-def _layers(name, layers, allow_empty=False):
-    if isinstance(layers, str):
-        layers = [layers]
-    out = tuple(dict.fromkeys(canonical_layer(n) for n in layers))
-    if not out and not allow_empty:
-        raise InputError(f"give at least one {name} layer, e.g. conv4_2")
-    return out
-
-
-def _weights_list(name, weights, count, what):
-    if weights is None:
-        return None
-    if isinstance(weights, (int, float)):
-        weights = [weights]
-    weights = [_number(f"each {name}", w) for w in weights]
-    if len(weights) != count:
-        raise InputError(f"{len(weights)} {name}s given for {count} {what}: give exactly one per {what[:-1]}")
-    if sum(weights) <= 0:
-        raise InputError(f"the {name}s must not all be 0")
-    return weights
-
-
-def _init_kind(init):
-    """'content', 'noise', ... or a path: (kind, path or None). A path must be a readable file."""
-    if init is None:
-        return DEFAULT_INIT, None
-    if not isinstance(init, (str, os.PathLike)):
-        raise InputError(f"init must be one of {', '.join(k for k in INIT_KINDS if k != 'file')} "
-                         f"or an image path, not {type(init).__name__}")
-    text = os.fspath(init)
-    if text in INIT_KINDS and text != "file":
-        return text, None
-    if not os.path.exists(text):
-        raise InputError(f"--init {text!r} is neither one of {', '.join(k for k in INIT_KINDS if k != 'file')} "
-                         "nor an existing image file; check the spelling or the path")
-    return "file", text
-
-
-def _check_device(device):
-    backend = canonical_backend(device)
-    get_xp(backend)  # on 'gpu' without CuPy or a device: one clear InputError, before any work
-    return backend
-
-
-def _describe_input(obj):
-    if isinstance(obj, (str, os.PathLike)):
-        return os.fspath(obj)
-    return f"<{type(obj).__name__}>"
-
-
-# -------------------------------------------------------------------------------------------- memory
-
-def _layer_shapes(H, W, deepest):
-    """[(name, h, w, channels)] for every layer of VGG19 up to index `deepest` in LAYER_ORDER."""
-    channels = {name: cout for name, _, cout in CONV_LAYERS}
-    shapes, h, w, c = [], H, W, 3
-    for name in LAYER_ORDER[:deepest + 1]:
-        if name.startswith("conv"):
-            c = channels[name]
-        else:
-            h, w = h // 2, w // 2
-        shapes.append((name, h, w, c))
-    return shapes
-
-
-def memory_breakdown(size_hw, layers, backend="numpy", *, dtype="float32", optimizer="lbfgs", n_styles=1):
-    """The memory a run needs, in bytes, by what holds it (a dict; "total" is the sum).
-
-    size_hw: (H, W) of the largest image the network sees (the content, or a larger style image).
-    layers:  every layer the loss reads (content and style); the forward pass runs to the deepest.
-
-    maps:       the network keeps every map up to the deepest layer, padded channels-last:
-                sum over layers of padded_length(h, w) * channels
-    gradients:  the backward pass ping-pongs between two buffers per map shape
-    loss:       content targets P^l, Gram targets A^l (N_l x N_l), the gradients dL/dF^l of every
-                loss layer, and the temporaries of one layer (G - A, F^T (G - A))
-    weights:    all 16 convolutions (20 million numbers), plus a transient host copy while loading
-    images:     content, style(s), x, the best x, the gradient, the TV terms, im2col of conv1_1
-    optimizer:  L-BFGS-B works in float64 on the host: 2 m n for the m = 10 pairs (s_k, y_k) plus
-                about 12 n for x, g, bounds and work arrays (n = 3 H W); Adam keeps 2 moments
-    baseline:   the interpreter with NumPy and SciPy (host only)
-
-    On the GPU ("cupy"), everything but `optimizer` and `baseline` lives in device memory; the
-    dict then also has "device" and "host" subtotals.
-    """
-    backend = canonical_backend(backend)
-    H, W = (int(v) for v in size_hw)
-    item = np.dtype(dtype).itemsize
-    names = _layers("loss", layers)
-    deepest = max(LAYER_ORDER.index(n) for n in names)
-    shapes = _layer_shapes(H, W, deepest)
-    by_name = {name: (padded_length(h, w), c) for name, h, w, c in shapes}
-
-    map_shapes = [(padded_length(H, W), 3)] + list(by_name.values())
-    maps = sum(r * c for r, c in map_shapes)
-    gradients = 2 * sum(r * c for r, c in set(map_shapes))
-    loss = 0
-    temporaries = 0
-    for n in names:
-        rows, c = by_name[n]
-        loss += rows * c                    # dL/dF^l handed to the backward pass
-        loss += rows * c + c * c            # target P^l (content) or A^l (style); counted for both
-        temporaries = max(temporaries, 2 * rows * c + 2 * c * c)
-    loss += temporaries
-    n_weights = sum(9 * cin * cout + cout for _, cin, cout in CONV_LAYERS)
-    pixels = 3 * H * W
-    images = pixels * (5 + n_styles + 6) + 2 * H * (W + 2) * 27
-    parts = {
-        "maps": maps * item,
-        "gradients": gradients * item,
-        "loss": loss * item,
-        "weights": 2 * n_weights * 4,
-        "images": images * item,
-    }
-    if optimizer == "lbfgs":
-        host_opt = (2 * LBFGS_HISTORY + 12) * pixels * 8
-    else:
-        host_opt = 0
-        parts["images"] += 4 * pixels * item   # moments / velocity and the projected step
-    parts["optimizer"] = host_opt
-    parts["baseline"] = HOST_BASELINE_BYTES
-    total = sum(parts.values())
-    if backend == "cupy":
-        parts["device"] = total - host_opt - HOST_BASELINE_BYTES
-        parts["host"] = host_opt + HOST_BASELINE_BYTES
-    parts["total"] = total
-    return parts
-
-
-def estimate_memory(size_hw, layers, backend="numpy", **kwargs):
-    """Bytes a run at image size (H, W) with these loss layers needs (see memory_breakdown)."""
-    return memory_breakdown(size_hw, layers, backend, **kwargs)["total"]
-
-
-def available_memory(backend="numpy"):
-    """Bytes available for a run: MemAvailable on Linux (host), CuPy's free device memory (GPU).
-
-    None when it cannot be known (then no run is refused).
-    """
-    if canonical_backend(backend) == "cupy":
-        cupy = get_xp("cupy")
-        try:
-            free, _ = cupy.cuda.runtime.memGetInfo()
-            return int(free) + int(cupy.get_default_memory_pool().free_bytes())
-        except Exception:
-            return None
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def _gb(n):
-    return f"{n / 2 ** 30:.1f} GB" if n >= 2 ** 30 else f"{n / 2 ** 20:.0f} MB"
-
-
-def check_memory(size_hw, layers, backend="numpy", *, optimizer="lbfgs", n_styles=1, available=None,
-                 what="this run", size_option="--size"):
-    """Refuse (RunError) a run whose estimate exceeds the memory there is, naming a size that fits.
-
-    size_hw is the largest (H, W) the network will see. `available` overrides the measured memory
-    (bytes; a dict {"device", "host"} on the GPU), for tests.
-    """
-    backend = canonical_backend(backend)
-    H, W = size_hw
-    need = memory_breakdown(size_hw, layers, backend, optimizer=optimizer, n_styles=n_styles)
-    if backend == "cupy":
-        device_free = available["device"] if isinstance(available, dict) else available_memory("cupy")
-        host_free = available["host"] if isinstance(available, dict) else available_memory("numpy")
-        checks = [("GPU memory", need["device"], device_free, "device"), ("memory", need["host"], host_free, "host")]
-    else:
-        free = available if available is not None else available_memory("numpy")
-        checks = [("memory", need["total"], free, "total")]
-    for label, needed, free, key in checks:
-        if free is None or needed <= MEMORY_FRACTION * free:
-            continue
-        fits = _largest_fitting_size((H, W), layers, backend, key, MEMORY_FRACTION * free, optimizer, n_styles)
-        if fits is None:
-            hint = "free some memory or use a machine with more"
-        else:
-            hint = f"use {size_option} {fits} or smaller (or free some memory)"
-        raise RunError(f"{what} at {W}x{H} pixels needs about {_gb(needed)} of {label} (feature maps, "
-                       f"gradients, weights and optimizer history) but only {_gb(free)} is available; {hint}")
-    return need
-
-
-def _largest_fitting_size(size_hw, layers, backend, key, budget, optimizer, n_styles):
-    """Largest longer side (same aspect ratio) whose estimate fits `budget`, or None if none >= min size."""
-    H, W = size_hw
-    longer = max(H, W)
-    smallest = min_image_size(layers)
-
-    def shape_at(s):
-        return (max(1, round(H * s / longer)), max(1, round(W * s / longer)))
-
-    def fits(s):
-        return memory_breakdown(shape_at(s), layers, backend, optimizer=optimizer, n_styles=n_styles)[key] <= budget
-
-    lo, hi = smallest, longer
-    if min(shape_at(lo)) < smallest:
-        lo = math.ceil(smallest * longer / min(H, W))
-    if lo > longer or not fits(lo):
-        return None
-    while lo < hi:               # the estimate grows with the size: bisect on the longer side
-        mid = (lo + hi + 1) // 2
-        if fits(mid):
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
-
-
-def check_min_size(img_size, layers, what, size_option="--size"):
-    """InputError when an image (width, height) is too small for the deepest layer, saying the minimum."""
-    if not layers:
-        return
-    width, height = img_size
-    need = min_image_size(layers)
-    if min(width, height) >= need:
-        return
-    deepest = max(layers, key=scale_of)
-    poolings = int(math.log2(need))
-    needed_longer = math.ceil(need * max(width, height) / min(width, height))
-    raise InputError(
-        f"the {what} image is {width}x{height} pixels but layer {deepest} needs at least {need}x{need}: "
-        f"it sees the image through {poolings} poolings, each halving it; use {size_option} "
-        f"{needed_longer} or more, or shallower layers")
-
-
 # ------------------------------------------------------------------------------------------ running
 
 def _load_resized(obj, size, what, memory=None):
@@ -419,14 +134,6 @@ def _load_resized(obj, size, what, memory=None):
             width, height = max(1, round(width * ratio)), max(1, round(height * ratio))
         memory(height, width)
     return _image.resize_longer(img, size)
-
-
-def _memory_guard(enabled, layers, opts, what, n_styles=1, size_option="--size"):
-    """A memory(H, W) callback for _load_resized, or None when memory checks are off."""
-    if not enabled:
-        return None
-    return lambda H, W: check_memory((H, W), layers, opts["device_backend"], optimizer=opts["optimizer"],
-                                     n_styles=n_styles, what=what, size_option=size_option)
 
 
 def _frame_writer(save_every, frame_dir, on_frame, convention, colour_source, ext=".png"):
@@ -557,48 +264,13 @@ def _run(*, content_img, style_imgs, content_layers, style_layers, size_hw, opti
                   message=message, options=public, frames=frames)
 
 
-def _common_options(*, iters, init, seed, content_weight, style_weight, tv_weight, tv_exponent, pooling,
-                    optimizer, lr, device, weights):
-    """Validate the options every command shares; return them as a dict (device checked last)."""
-    if optimizer not in METHODS:
-        raise InputError(f"unknown optimizer {optimizer!r}: use one of {', '.join(METHODS)}")
-    if pooling not in POOLINGS:
-        raise InputError(f"unknown pooling {pooling!r}: use 'avg' (the paper's choice) or 'max'")
-    kind, init_path = _init_kind(init)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise InputError(f"the seed must be a whole number >= 0, not {seed!r}")
-    opts = {
-        "iters": _positive_int("the number of iterations", iters),
-        "init": init_path if init_path is not None else kind,
-        "init_kind": kind,
-        "seed": int(seed),
-        "content_weight": _number("the content weight", content_weight),
-        "style_weight": _number("the style weight", style_weight),
-        "tv_weight": _number("the total-variation weight", tv_weight),
-        "tv_exponent": _number("the total-variation exponent", tv_exponent, positive=True),
-        "pooling": pooling,
-        "optimizer": optimizer,
-        "lr": _number("the learning rate", lr, positive=True, allow_none=True),
-    }
-    if opts["tv_exponent"] < 1:
-        raise InputError(f"the total-variation exponent must be at least 1 (2 is usual), not {tv_exponent!r}")
-    if weights is not None:
-        from handnst.weights import find_weights
-        opts["weights"] = find_weights(weights)   # a named file that does not exist: a clear error now
-    else:
-        opts["weights"] = None
-    opts["device"] = "gpu" if canonical_backend(device) == "cupy" else "cpu"
-    opts["device_backend"] = _check_device(device)
-    return opts
-
-
 def _load_init(opts, size_wh, what="init"):
     """The --init FILE image, resized to exactly the output's (width, height); None for the named kinds."""
     if opts["init_kind"] != "file":
         return None
     img = _load_resized(opts["init"], None, f"the {what} image {opts['init']!r}")
     if img.size != tuple(size_wh):
-        img = img.resize(tuple(size_wh), _image.Image.Resampling.LANCZOS)
+        img = img.resize(tuple(size_wh), Image.Resampling.LANCZOS)
     return img
 
 

@@ -10,6 +10,7 @@ import statistics
 import pytest
 
 from handnst import bench
+from handnst.cli import bench as bench_cli
 from handnst.backend import gpu_available
 from handnst.errors import InputError
 from handnst.networks.vgg import CONV_LAYERS
@@ -17,7 +18,7 @@ from handnst.networks.vgg import CONV_LAYERS
 
 def _parse(argv):
     parser = argparse.ArgumentParser(prog="handnst bench")
-    bench.add_cli_arguments(parser)
+    bench_cli.add_cli_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -167,7 +168,7 @@ def _check_report(report, sizes):
 
 def test_cli_runs_at_a_tiny_size_and_prints_json(capsys):
     args = _parse(["--size", "32x32", "--repeat", "1", "--warmup", "0", "--weights", "random", "--json"])
-    assert bench.run_cli(args) == 0
+    assert bench_cli.run_cli(args) == 0
     out = capsys.readouterr().out
     report = json.loads(out)             # only JSON on stdout
     _check_report(report, ["32x32"])
@@ -180,7 +181,7 @@ def test_cli_writes_json_to_a_file_and_prints_the_table(tmp_path, capsys):
     path = tmp_path / "bench.json"
     args = _parse(["--size", "32x16", "16x16", "--repeat", "2", "--warmup", "0", "--weights", "random",
                    "--in-process", "--json", str(path)])
-    assert bench.run_cli(args) == 0
+    assert bench_cli.run_cli(args) == 0
     table = capsys.readouterr().out
     assert "32x16" in table and "16x16" in table and "sgemm" in table and "GFLOP/s" in table
     report = json.loads(path.read_text())
@@ -194,25 +195,25 @@ def test_cli_writes_json_to_a_file_and_prints_the_table(tmp_path, capsys):
 def test_cli_refuses_an_unwritable_json_path_before_running(tmp_path):
     args = _parse(["--size", "32x32", "--json", str(tmp_path / "missing" / "b.json")])
     with pytest.raises(InputError, match="does not exist"):
-        bench.run_cli(args)
+        bench_cli.run_cli(args)
 
 
 def test_cli_rejects_a_bad_size_and_bad_counts():
     with pytest.raises(InputError, match="WIDTHxHEIGHT"):
-        bench.run_cli(_parse(["--size", "big"]))
+        bench_cli.run_cli(_parse(["--size", "big"]))
     with pytest.raises(InputError, match="repeat"):
-        bench.run_cli(_parse(["--size", "32x32", "--repeat", "0", "--weights", "random"]))
+        bench_cli.run_cli(_parse(["--size", "32x32", "--repeat", "0", "--weights", "random"]))
 
 
 def test_missing_weights_file_is_a_clear_error(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
-        bench.run_cli(_parse(["--size", "32x32", "--weights", str(tmp_path / "nope.h5")]))
+        bench_cli.run_cli(_parse(["--size", "32x32", "--weights", str(tmp_path / "nope.h5")]))
 
 
 @pytest.mark.skipif(gpu_available(), reason="CuPy and a GPU are present")
 def test_gpu_without_cupy_is_a_clear_error():
     with pytest.raises(InputError, match="CuPy"):
-        bench.run_cli(_parse(["--size", "32x32", "--device", "gpu", "--repeat", "1"]))
+        bench_cli.run_cli(_parse(["--size", "32x32", "--device", "gpu", "--repeat", "1"]))
 
 
 @pytest.mark.gpu

@@ -194,7 +194,7 @@ def test_interrupted_run_saves_the_best_image_and_exits_130(tmp_path, capsys):
 
     import numpy as np
 
-    from handnst import cli
+    from handnst.cli import common as cli
     from handnst.transfer import Result
     picture = Image.new("RGB", (20, 10), (10, 200, 30))
     result = Result(image=picture, array=np.zeros((3, 10, 20), np.float32), history=[], iterations=3,

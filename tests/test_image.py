@@ -99,9 +99,9 @@ def test_pixel_bounds_are_preprocess_of_black_and_white(conv):
 
 def test_local_conventions_agree_with_the_weights_module():
     weights = pytest.importorskip("handnst.weights")
-    assert image._LOCAL_CONVENTIONS["keras"] == weights.KERAS_CONVENTION == KERAS
+    assert image.vgg_space._LOCAL_CONVENTIONS["keras"] == weights.KERAS_CONVENTION == KERAS
     torch_constant = getattr(weights, "TORCH_CONVENTION", getattr(weights, "TORCHVISION_CONVENTION", None))
-    assert image._LOCAL_CONVENTIONS["torchvision"] == torch_constant == TORCH
+    assert image.vgg_space._LOCAL_CONVENTIONS["torchvision"] == torch_constant == TORCH
     assert image.resolve_convention("torch") == TORCH and image.resolve_convention(None) == KERAS
 
 
@@ -376,10 +376,10 @@ def test_decompression_bomb_refused_quickly_without_decoding(tmp_path, monkeypat
 
 def test_own_pixel_limit_applies_to_real_images_and_resizing(tmp_path, monkeypatch):
     Image.new("RGB", (20, 20)).save(tmp_path / "small.png")
-    monkeypatch.setattr(image, "MAX_PIXELS", 399)
+    monkeypatch.setattr(image.io, "MAX_PIXELS", 399)
     with pytest.raises(InputError, match="megapixel"):
         image.load_image(tmp_path / "small.png")
-    monkeypatch.setattr(image, "MAX_PIXELS", 400)
+    monkeypatch.setattr(image.io, "MAX_PIXELS", 400)
     assert image.load_image(tmp_path / "small.png").size == (20, 20)
     with pytest.raises(InputError, match="megapixel"):
         image.preprocess(tmp_path / "small.png", size=21)
@@ -426,7 +426,7 @@ def test_check_output_path_unwritable_directory(tmp_path):
 def test_check_output_path_unwritable_directory_simulated(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
-    monkeypatch.setattr(image.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(image.io.tempfile, "mkstemp", refuse)
     with pytest.raises(InputError, match="not writable"):
         image.check_output_path(tmp_path / "out.png")
 
@@ -438,7 +438,7 @@ def test_check_output_path_unwritable_directory_simulated(tmp_path, monkeypatch)
     (".bmp", "BMP", True), (".tif", "TIFF", True), (".gif", "GIF", False),
 ])
 def test_save_image_format_from_extension(tmp_path, ext, fmt, lossless):
-    if ext not in image._writable_extensions():
+    if ext not in image.io._writable_extensions():
         pytest.skip(f"this Pillow cannot write {ext}")
     img = Image.fromarray(random_rgb(20, 30))
     path = tmp_path / f"out{ext}"

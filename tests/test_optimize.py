@@ -11,7 +11,8 @@ import pytest
 from scipy.optimize import minimize as scipy_minimize
 
 from handnst.errors import InputError
-from handnst.optimize import initial_image, make_progress, minimize, resize_bilinear
+from handnst.image import initial_image, resize_bilinear
+from handnst.optimize import make_progress, minimize
 
 SHAPE = (3, 4, 5)
 FIRST_ORDER = ("adam", "sgd", "sign")

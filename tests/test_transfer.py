@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from handnst import transfer
+from handnst import memory, transfer
 from handnst.errors import InputError, RunError
 from handnst.image import load_image, pixel_bounds, resize_longer, rgb_to_yiq, sample_path
 from handnst.networks.vgg import min_image_size
@@ -260,9 +260,9 @@ def test_memory_check_refuses_with_a_size_that_fits():
     assert "2000x1500" in message and "available" in message
     suggested = int(message.split("--size ")[1].split()[0])
     shape = (round(1500 * suggested / 2000), suggested)
-    assert transfer.estimate_memory(shape, layers) <= transfer.MEMORY_FRACTION * budget
+    assert transfer.estimate_memory(shape, layers) <= memory.MEMORY_FRACTION * budget
     bigger = (round(1500 * (suggested + 8) / 2000), suggested + 8)
-    assert transfer.estimate_memory(bigger, layers) > transfer.MEMORY_FRACTION * budget
+    assert transfer.estimate_memory(bigger, layers) > memory.MEMORY_FRACTION * budget
     # A run that fits passes and returns its estimate.
     assert transfer.check_memory((64, 64), layers, available=budget)["total"] > 0
 

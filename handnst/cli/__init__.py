@@ -17,6 +17,8 @@ from handnst.cli.runs import (_add_demo_parser, _add_grid_parser, _add_reconstru
 from handnst.cli.bench import _add_bench_parser, _cmd_bench
 from handnst.cli.gradcheck import _add_gradcheck_parser, _cmd_gradcheck
 from handnst.cli.weights import _add_weights_parser, _cmd_weights
+from handnst.cli.train import _add_train_parser, _cmd_train
+from handnst.cli.apply import _add_apply_parser, _cmd_apply
 from handnst.errors import HandnstError, USAGE
 
 
@@ -25,6 +27,8 @@ EPILOG_MAIN = """\
 examples:
   handnst demo                                  stylize the bundled sample images (first run fetches weights)
   handnst stylize photo.jpg painting.jpg -o out.png --size 256
+  handnst train painting.jpg -o painting.h5     train a feed-forward network for one style (Johnson et al.)
+  handnst apply painting.h5 photo.jpg -o out.jpg   stylize photos with it in one forward pass each
   handnst weights fetch                         download and convert the pretrained VGG19 weights
   handnst gradcheck                             check every hand-written gradient against finite differences
   handnst bench --size 256x192                  time one objective evaluation against the machine's sgemm
@@ -47,6 +51,8 @@ def build_parser():
     _add_reconstruct_parser(sub)
     _add_texture_parser(sub)
     _add_grid_parser(sub)
+    _add_train_parser(sub)
+    _add_apply_parser(sub)
     _add_weights_parser(sub)
     _add_gradcheck_parser(sub)
     _add_bench_parser(sub)
@@ -61,6 +67,8 @@ COMMANDS = {
     "texture": _cmd_texture,
     "grid": _cmd_grid,
     "demo": _cmd_demo,
+    "train": _cmd_train,
+    "apply": _cmd_apply,
     "bench": _cmd_bench,
 }
 
@@ -76,6 +84,7 @@ def main(argv=None):
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
+        args.argv = list(argv)
         if not args.command:
             parser.print_help()
             return USAGE
