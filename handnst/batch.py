@@ -15,12 +15,15 @@ How a batch travels:
     function that runs it on a worker; another kind of run (one `train` per style, say) is one more
     function there and one more job builder here, and everything else (transfer, retries, resume,
     progress, the summary) is shared.
-  - Workers need no shared file system: the client reads every input file once and scatters its
+  - Workers need no shared file system: the client reads every input file once and sends its
     bytes; a worker writes them to its own temporary folder, runs the job, and sends the results
     back as bytes; the client writes them into OUT_DIR, each file atomically, the JSON report last.
-  - The VGG19 weights are read once by the client and broadcast to every worker once (a worker that
-    joins later fetches them from a peer); each worker thread builds its network from them once and
-    reuses it for all its jobs.
+  - The VGG19 weights are read once by the client and handed to the scheduler as a worker plugin,
+    which gives them to every worker once, when it joins (a worker that restarts after a crash gets
+    them again); each worker thread builds its network from them once and reuses it for all its jobs.
+  - Each input file goes to the scheduler once, as the result of a trivial task that every job
+    needing it depends on. Scattered data would be lost with the worker holding it; a task's result
+    is recomputed elsewhere when its worker dies.
 
 Faults:
 
@@ -33,6 +36,7 @@ Faults:
   - Ctrl-C cancels the jobs still queued or running and keeps every finished output.
 """
 
+import contextlib
 import json
 import math
 import os
@@ -43,6 +47,11 @@ import threading
 import time
 
 from handnst.errors import InputError, RunError
+
+try:   # Dask is optional: without it the plugin class below is never used
+    from distributed.diagnostics.plugin import WorkerPlugin as _WorkerPlugin
+except ImportError:
+    _WorkerPlugin = object
 
 SUMMARY_NAME = "summary.json"
 INSTALL_HINT = 'handnst batch needs Dask\'s distributed scheduler: pip install "handnst[cluster]"'
@@ -156,6 +165,29 @@ def stylize_jobs(contents, styles, options=None):
 _local = threading.local()   # per worker thread: the network built from the broadcast weights
 
 
+class WeightsPlugin(_WorkerPlugin):
+    """The weights payload, kept by the scheduler and installed on every worker as it joins."""
+
+    def __init__(self, payload, name):
+        self.payload, self.name = payload, name
+
+    def setup(self, worker):
+        pass
+
+
+def _keep(data):
+    """The trivial task whose result is an input file's bytes (recomputable, unlike scattered data)."""
+    return data
+
+
+def _resolve_weights(weights):
+    """The payload itself, or the name of the WeightsPlugin that holds it on this worker."""
+    if isinstance(weights, str):
+        from distributed import get_worker
+        return get_worker().plugins[weights].payload
+    return weights
+
+
 def _network(weights, pooling, device):
     """The VGG19 for this worker thread, built once from the broadcast weights and reused.
 
@@ -205,12 +237,14 @@ def run_job(job, inputs, weights):
 
     job:     the job dict without its input bytes
     inputs:  {role: (original path, bytes)}
-    weights: {"params", "meta", "source"} as read from the weights file by the client
+    weights: {"params", "meta", "source"} as read from the weights file by the client, or the name
+             of the WeightsPlugin that holds it
     Returns {"name", "status": "done"|"failed", "files": {output name: bytes}, "report", "error",
     "exit_code", "worker", "seconds"}.
     """
     from handnst.errors import HandnstError
     t0 = time.perf_counter()
+    weights = _resolve_weights(weights)
     out = {"name": job["name"], "status": "failed", "files": {}, "report": None, "error": None,
            "exit_code": 1, "worker": f"{socket.gethostname()}:{os.getpid()}"}
     with tempfile.TemporaryDirectory(prefix="handnst-job-") as folder:
@@ -343,16 +377,33 @@ def plan_local_cluster(n_jobs, jobs=(), workers=None, cores=None):
 def start_local_cluster(workers, threads):
     """A Dask LocalCluster on loopback: `workers` processes of one task thread each, BLAS on `threads`.
 
-    BLAS reads its thread count when NumPy loads, so it is set in the workers' environment (Dask's
-    nanny would otherwise pin it to 1). No dashboard, so that no fixed port is taken. No memory limit
-    of Dask's: handnst's own memory check refuses a job that would not fit.
+    BLAS reads its thread count when NumPy loads, so it is set in the environment the nanny gives a
+    worker process before it starts (Dask's default pins it to 1), for restarted workers too. No dashboard, so that no fixed port is taken. No memory limit
+    of Dask's: handnst's own memory check refuses a job that would not fit. The workers start with
+    Ctrl-C ignored (an ignored signal stays ignored in a child): the terminal sends it to every
+    process of the command, and the client, not each worker, decides what it means; their logs
+    are kept to what is critical, since the client reports every job's fate itself.
     """
     distributed = require_dask()
     import logging
-    logging.getLogger("distributed").setLevel(logging.ERROR)
-    env = {var: str(threads) for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-    return distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                    dashboard_address=None, memory_limit=0, env=env)
+    import signal
+
+    import dask
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)
+    env = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
+    env.update({var: str(threads) for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")})
+    env["DASK_LOGGING__DISTRIBUTED"] = "critical"
+    dask.config.set({"distributed.nanny.pre-spawn-environ": env})
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:   # not the main thread: leave the signal alone
+        previous = None
+    try:
+        return distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                        host="127.0.0.1", dashboard_address=None, memory_limit=0)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _read_inputs(jobs):
@@ -473,6 +524,7 @@ def run_batch(jobs, out_dir, *, weights=None, workers=None, scheduler=None, clie
     bar = None
     interrupted = False
     pending = set()
+    plugin = None
     try:
         if client is None:
             if scheduler is not None:
@@ -498,15 +550,18 @@ def run_batch(jobs, out_dir, *, weights=None, workers=None, scheduler=None, clie
             f"outputs go to {out_dir}")
 
         # Everything a job needs goes out once: the weights to every worker, each input file to
-        # one worker (the others fetch it from there when a job of theirs needs it).
-        weights_future = client.scatter([payload], broadcast=True, hash=False)[0]
+        # the scheduler (a worker fetches it when a job of its needs it).
+        token = os.urandom(4).hex()
+        plugin = f"handnst-weights-{token}"
+        client.register_plugin(WeightsPlugin(payload, plugin), name=plugin)
         paths = sorted({p for job in runnable for p in job["inputs"].values()})
-        input_futures = dict(zip(paths, client.scatter([data[p] for p in paths], hash=False)))
+        input_futures = {p: client.submit(_keep, data[p], pure=False, key=f"handnst-input-{i}-{token}")
+                         for i, p in enumerate(paths)}
         futures = {}
         for job in runnable:
             inputs = {role: (path, input_futures[path]) for role, path in job["inputs"].items()}
-            future = client.submit(task or run_job, job, inputs, weights_future, pure=False,
-                                   key=f"handnst-{job['name']}-{os.urandom(4).hex()}")
+            future = client.submit(task or run_job, job, inputs, plugin, pure=False,
+                                   key=f"handnst-{job['name']}-{token}")
             futures[future] = job
             entries[job["name"]]["status"] = "queued"
         bar = _Bar(len(runnable), progress, min(slots, len(runnable)))
@@ -546,6 +601,9 @@ def run_batch(jobs, out_dir, *, weights=None, workers=None, scheduler=None, clie
     finally:
         if bar is not None:
             bar.close()
+        if plugin is not None and own_cluster is None:
+            with contextlib.suppress(Exception):   # a shared cluster should not keep 80 MB per batch
+                client.unregister_worker_plugin(plugin)
         if own_client is not None:
             own_client.close()
         if own_cluster is not None:
