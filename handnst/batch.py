@@ -11,10 +11,10 @@ distributed scheduler (an existing engine: we do not write a pool of our own).
 How a batch travels:
 
   - A job is a plain dict: its kind ("stylize"), its name (the output's stem, "cat__swirls"), its
-    input files by role, its options and the files it produces. JOB_KINDS maps a kind to the
-    function that runs it on a worker; another kind of run (one `train` per style, say) is one more
-    function there and one more job builder here, and everything else (transfer, retries, resume,
-    progress, the summary) is shared.
+    input files by role, its options and the files it produces. handnst.jobs.JOB_KINDS maps a kind
+    to the function that runs it on a worker; another kind of run (one `train` per style, say) is
+    one more function there and one more job builder here (like stylize_jobs), and everything else
+    (transfer, retries, resume, progress, the summary) is shared.
   - Workers need no shared file system: the client reads every input file once and sends its
     bytes; a worker writes them to its own temporary folder, runs the job, and sends the results
     back as bytes; the client writes them into OUT_DIR, each file atomically, the JSON report last.
@@ -40,18 +40,11 @@ import contextlib
 import json
 import math
 import os
-import socket
 import sys
-import tempfile
-import threading
 import time
 
 from handnst.errors import InputError, RunError
-
-try:   # Dask is optional: without it the plugin class below is never used
-    from distributed.diagnostics.plugin import WorkerPlugin as _WorkerPlugin
-except ImportError:
-    _WorkerPlugin = object
+from handnst.jobs import WeightsPlugin, _keep, _one_line, run_job
 
 SUMMARY_NAME = "summary.json"
 INSTALL_HINT = 'handnst batch needs Dask\'s distributed scheduler: pip install "handnst[cluster]"'
@@ -103,16 +96,18 @@ def _stem(path):
 
 def check_stylize_options(options):
     """Validate stylize's options once, on the client, with the checks stylize itself runs, so that
-    a typo stops the batch before anything is sent. Returns the options with defaults filled in."""
-    from handnst import transfer as T
+    a typo stops the batch before anything is sent. Returns the options with defaults filled in.
+    (The images themselves are checked where they are decoded, on the workers.)"""
+    from handnst import options as T
+    from handnst.losses import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
     unknown = sorted(set(options) - set(STYLIZE_OPTIONS) - {"weights"})
     if unknown:
         raise InputError(f"unknown stylize option(s) for a batch: {', '.join(unknown)}")
     opts = {"size": T.DEFAULT_SIZE, "style_size": None, "iters": T.DEFAULT_ITERS, "init": T.DEFAULT_INIT,
             "seed": T.DEFAULT_SEED, "content_weight": T.DEFAULT_CONTENT_WEIGHT,
             "style_weight": T.DEFAULT_STYLE_WEIGHT, "tv_weight": T.DEFAULT_TV_WEIGHT,
-            "tv_exponent": T.DEFAULT_TV_EXPONENT, "content_layers": list(T.DEFAULT_CONTENT_LAYERS),
-            "style_layers": list(T.DEFAULT_STYLE_LAYERS), "style_layer_weights": None,
+            "tv_exponent": T.DEFAULT_TV_EXPONENT, "content_layers": list(DEFAULT_CONTENT_LAYERS),
+            "style_layers": list(DEFAULT_STYLE_LAYERS), "style_layer_weights": None,
             "pooling": T.DEFAULT_POOLING, "optimizer": T.DEFAULT_OPTIMIZER, "lr": None,
             "device": T.DEFAULT_DEVICE, "preserve_color": False}
     opts.update({k: v for k, v in options.items() if k != "weights"})
@@ -155,130 +150,6 @@ def stylize_jobs(contents, styles, options=None):
             jobs.append({"kind": "stylize", "name": name, "inputs": inputs, "options": job_opts,
                          "outputs": [name + ".png"]})
     return jobs
-
-
-# --------------------------------------------------------------------------------- on the worker
-#
-# Everything below until run_batch runs inside a Dask worker process: it must not touch the
-# client's files. Inputs arrive as {role: (original path, bytes)}, the weights as one payload.
-
-_local = threading.local()   # per worker thread: the network built from the broadcast weights
-
-
-class WeightsPlugin(_WorkerPlugin):
-    """The weights payload, kept by the scheduler and installed on every worker as it joins."""
-
-    def __init__(self, payload, name):
-        self.payload, self.name = payload, name
-
-    def setup(self, worker):
-        pass
-
-
-def _keep(data):
-    """The trivial task whose result is an input file's bytes (recomputable, unlike scattered data)."""
-    return data
-
-
-def _resolve_weights(weights):
-    """The payload itself, or the name of the WeightsPlugin that holds it on this worker."""
-    if isinstance(weights, str):
-        from distributed import get_worker
-        return get_worker().plugins[weights].payload
-    return weights
-
-
-def _network(weights, pooling, device):
-    """The VGG19 for this worker thread, built once from the broadcast weights and reused.
-
-    A network holds its scratch buffers, so each thread has its own; a batch with another pooling
-    or device (or other weights) replaces it.
-    """
-    from handnst.vgg import VGG19
-    cached = getattr(_local, "net", None)
-    if cached is not None and cached[0] is weights and cached[1:3] == (pooling, device):
-        return cached[3]
-    _local.net = None  # drop the old network before building the new one
-    net = VGG19(weights["params"], convention=weights["meta"]["convention"], pooling=pooling,
-                backend=device, source=weights["source"])
-    _local.net = (weights, pooling, device, net)
-    return net
-
-
-def _stylize_job(paths, options, net):
-    """Kind "stylize": returns ({file name: bytes}, report), the report as `stylize --json` writes it."""
-    from handnst import transfer
-    result = transfer.stylize(paths["content"], paths["style"], init=paths.get("init", options.get("init")),
-                              net=net, **{k: v for k, v in options.items() if k not in ("init", "device",
-                                                                                          "pooling")})
-    # A job that did not end normally is not complete: no picture is kept, so a rerun redoes it.
-    if result.stopped == "nonfinite":
-        raise RunError(f"{result.message}; try smaller loss weights (or a smaller --lr)")
-    if result.stopped == "interrupted":
-        raise RunError("the run was interrupted on its worker")
-    from io import BytesIO
-    buffer = BytesIO()
-    result.image.save(buffer, format="PNG")
-    return {"image": buffer.getvalue()}, result.report()
-
-
-# kind -> function(paths by role, options, network) -> ({output role: bytes}, report). A new kind
-# (e.g. "train": the style image and the training photos in, the transformation network's file
-# out) is one function here and a job builder next to stylize_jobs.
-JOB_KINDS = {"stylize": _stylize_job}
-
-
-def _one_line(exc):
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
-def run_job(job, inputs, weights):
-    """Run one job on this worker. Never raises for a job that fails: the failure is the result.
-
-    job:     the job dict without its input bytes
-    inputs:  {role: (original path, bytes)}
-    weights: {"params", "meta", "source"} as read from the weights file by the client, or the name
-             of the WeightsPlugin that holds it
-    Returns {"name", "status": "done"|"failed", "files": {output name: bytes}, "report", "error",
-    "exit_code", "worker", "seconds"}.
-    """
-    from handnst.errors import HandnstError
-    t0 = time.perf_counter()
-    weights = _resolve_weights(weights)
-    out = {"name": job["name"], "status": "failed", "files": {}, "report": None, "error": None,
-           "exit_code": 1, "worker": f"{socket.gethostname()}:{os.getpid()}"}
-    with tempfile.TemporaryDirectory(prefix="handnst-job-") as folder:
-        paths, shown = {}, {}
-        for role, (original, data) in inputs.items():
-            path = os.path.join(folder, role, os.path.basename(original))
-            os.makedirs(os.path.dirname(path))
-            with open(path, "wb") as fh:
-                fh.write(data)
-            paths[role], shown[path] = path, original
-        try:
-            net = _network(weights, job["options"].get("pooling", "avg"), job["options"].get("device", "cpu"))
-            files, report = JOB_KINDS[job["kind"]](paths, job["options"], net)
-        except HandnstError as exc:
-            message = _one_line(exc)
-            for path, original in shown.items():   # name the user's file, not the worker's copy
-                message = message.replace(path, original)
-            out.update(error=message, exit_code=exc.exit_code)
-        except MemoryError:
-            out.update(error="out of memory on the worker; use a smaller --size or fewer workers")
-        except Exception as exc:  # a bug: keep its type and message, the others go on
-            out.update(error=f"{type(exc).__name__}: {_one_line(exc)}")
-        else:
-            opts = report.get("options", {})
-            for role, key in (("content", "content"), ("init", "init")):
-                if role in inputs and key in opts:
-                    opts[key] = inputs[role][0]
-            if "style" in inputs and "styles" in opts:
-                opts["styles"] = [inputs["style"][0]]
-            opts["weights"] = weights["source"]
-            out.update(status="done", files={job["outputs"][i]: data for i, data in enumerate(files.values())},
-                       report=report, exit_code=0)
-    out["seconds"] = time.perf_counter() - t0
-    return out
 
 
 # ---------------------------------------------------------------------------------- on the client
@@ -354,7 +225,7 @@ def plan_local_cluster(n_jobs, jobs=(), workers=None, cores=None):
     Small images scale badly over BLAS threads, so one job per core in its own process is the most
     throughput: as many workers as cores (no more than there are jobs), and the cores left over go to
     the workers as BLAS threads, so that workers x threads = cores and nothing is oversubscribed.
-    Fewer workers when the memory would not hold that many jobs at once (transfer's estimate), and
+    Fewer workers when the memory would not hold that many jobs at once (handnst.memory's estimate), and
     one on a GPU, which the workers would otherwise share. `workers` (--workers N) overrides.
     """
     cores = cores or _cores()
@@ -364,13 +235,13 @@ def plan_local_cluster(n_jobs, jobs=(), workers=None, cores=None):
         if stylize and any(j["options"].get("device") == "gpu" for j in stylize):
             workers = 1
         elif stylize:
-            from handnst import transfer
-            need = max(transfer.estimate_memory((j["options"]["size"] or 512,) * 2,
-                                                j["options"]["content_layers"] + j["options"]["style_layers"])
+            from handnst import memory
+            need = max(memory.estimate_memory((j["options"]["size"] or 512,) * 2,
+                                              j["options"]["content_layers"] + j["options"]["style_layers"])
                        for j in stylize)
-            free = transfer.available_memory()
+            free = memory.available_memory()
             if free:
-                workers = max(1, min(workers, int(transfer.MEMORY_FRACTION * free // need)))
+                workers = max(1, min(workers, int(memory.MEMORY_FRACTION * free // need)))
     return workers, max(1, cores // workers)
 
 
@@ -408,7 +279,7 @@ def start_local_cluster(workers, threads):
 
 def _read_inputs(jobs):
     """{path: bytes} for every input of the jobs, each file read once; {path: error} for the rest."""
-    from handnst.image import _check_readable_file
+    from handnst.image.io import _check_readable_file
     data, errors = {}, {}
     for job in jobs:
         for path in job["inputs"].values():
@@ -625,5 +496,5 @@ def _write_outputs(job, result, out_dir):
     _write_json(report_path(job, out_dir), report)
 
 
-__all__ = ["find_images", "stylize_jobs", "check_stylize_options", "run_batch", "run_job", "is_complete",
-           "plan_local_cluster", "start_local_cluster", "require_dask", "JOB_KINDS", "SUMMARY_NAME"]
+__all__ = ["find_images", "stylize_jobs", "check_stylize_options", "run_batch", "is_complete",
+           "plan_local_cluster", "start_local_cluster", "require_dask", "SUMMARY_NAME"]

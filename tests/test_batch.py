@@ -23,6 +23,7 @@ import pytest
 from PIL import Image
 
 from handnst import batch, transfer
+from handnst import jobs as jobs_module
 from handnst.errors import InputError
 from handnst.image import sample_path
 
@@ -44,7 +45,7 @@ def client():
 
 @pytest.fixture(scope="module")
 def net(real_weights_path):
-    from handnst.vgg import load_vgg19
+    from handnst.networks.vgg import load_vgg19
     return load_vgg19(real_weights_path)
 
 
@@ -159,7 +160,7 @@ def _die_once(job, inputs, weights, *, victim, marker):
         with open(marker, "w") as fh:
             fh.write(str(os.getpid()))
         os._exit(1)   # no cleanup, no exception: as if the machine had killed it
-    return batch.run_job(job, inputs, weights)
+    return jobs_module.run_job(job, inputs, weights)
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ import sys
 from handnst.cli.common import _Parser, _formatter
 from handnst.cli.runs import (_add_demo_parser, _add_grid_parser, _add_reconstruct_parser, _add_stylize_parser,
                               _add_texture_parser, _cmd_demo, _cmd_grid, _cmd_reconstruct, _cmd_stylize, _cmd_texture)
+from handnst.cli.batch import _add_batch_parser, _cmd_batch
 from handnst.cli.bench import _add_bench_parser, _cmd_bench
 from handnst.cli.gradcheck import _add_gradcheck_parser, _cmd_gradcheck
 from handnst.cli.weights import _add_weights_parser, _cmd_weights
@@ -25,6 +26,7 @@ EPILOG_MAIN = """\
 examples:
   handnst demo                                  stylize the bundled sample images (first run fetches weights)
   handnst stylize photo.jpg painting.jpg -o out.png --size 256
+  handnst batch --content photos/ --style paintings/ -o out/   every photo in every style, on all cores
   handnst weights fetch                         download and convert the pretrained VGG19 weights
   handnst gradcheck                             check every hand-written gradient against finite differences
   handnst bench --size 256x192                  time one objective evaluation against the machine's sgemm
@@ -47,6 +49,7 @@ def build_parser():
     _add_reconstruct_parser(sub)
     _add_texture_parser(sub)
     _add_grid_parser(sub)
+    _add_batch_parser(sub)
     _add_weights_parser(sub)
     _add_gradcheck_parser(sub)
     _add_bench_parser(sub)
@@ -60,6 +63,7 @@ COMMANDS = {
     "reconstruct": _cmd_reconstruct,
     "texture": _cmd_texture,
     "grid": _cmd_grid,
+    "batch": _cmd_batch,
     "demo": _cmd_demo,
     "bench": _cmd_bench,
 }

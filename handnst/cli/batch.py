@@ -9,6 +9,9 @@ import argparse
 import os
 import sys
 
+from handnst.cli.common import _formatter, _positive_int
+from handnst.cli.runs import _add_stylize_parser
+
 BATCH_EPILOG = """\
 examples:
   handnst batch --content photos/ --style paintings/ -o out/              every photo in every style, all cores
@@ -23,13 +26,12 @@ _NOT_IN_BATCH = {"help", "content", "styles", "output", "json", "save_every", "s
 
 def _stylize_actions():
     """The argparse actions of `handnst stylize`, built by stylize's own parser function."""
-    from handnst import cli
     scratch = argparse.ArgumentParser(add_help=False)
-    cli._add_stylize_parser(scratch.add_subparsers())
+    _add_stylize_parser(scratch.add_subparsers())
     return scratch._subparsers._group_actions[0].choices["stylize"]._actions
 
 
-def add_parser(sub):
+def _add_batch_parser(sub):
     p = sub.add_parser(
         "batch", help="stylize every content image with every style, on all cores or a Dask cluster",
         description="Stylize every CONTENT image with every STYLE image (files, or folders of images), writing\n"
@@ -38,7 +40,7 @@ def add_parser(sub):
                     "threads = this machine's cores), or on an existing one with --scheduler. A job that\n"
                     "fails on bad input fails alone; Ctrl-C keeps every finished picture; running the same\n"
                     "command again skips the jobs that are complete. Needs: pip install \"handnst[cluster]\".",
-        formatter_class=lambda prog: argparse.RawDescriptionHelpFormatter(prog, max_help_position=32),
+        formatter_class=_formatter,
         epilog=BATCH_EPILOG,
     )
     p.add_argument("--content", nargs="+", required=True, metavar="PATH",
@@ -60,12 +62,7 @@ def add_parser(sub):
     return p
 
 
-def _positive_int(text):
-    from handnst.cli import _positive_int as check   # the same check and message as --size's
-    return check(text)
-
-
-def run(args):
+def _cmd_batch(args):
     from handnst import batch
     batch.require_dask()   # without Dask: one line saying how to install it, exit 2
     options = {name: getattr(args, name) for name in batch.STYLIZE_OPTIONS}
