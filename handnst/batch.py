@@ -51,8 +51,8 @@ INSTALL_HINT = 'handnst batch needs Dask\'s distributed scheduler: pip install "
 # A folder contributes the files with these extensions (the formats image.py names in its errors);
 # a file given by name is used whatever its extension.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
-# Jobs of a batch that stop for good on their own worker are not retried; Dask reschedules a job
-# whose *worker* died, which is what retrying is for.
+# The options of handnst.transfer.stylize that a batch passes on to every job (the rest name one
+# output, or blend several styles into one picture, which a cross product has no use for).
 STYLIZE_OPTIONS = ("size", "style_size", "iters", "init", "seed", "content_weight", "style_weight", "tv_weight",
                    "tv_exponent", "content_layers", "style_layers", "style_layer_weights", "pooling",
                    "optimizer", "lr", "device", "preserve_color")
@@ -150,6 +150,41 @@ def stylize_jobs(contents, styles, options=None):
             jobs.append({"kind": "stylize", "name": name, "inputs": inputs, "options": job_opts,
                          "outputs": [name + ".png"]})
     return jobs
+
+
+def grid_jobs(content, style, options=None, *, ratios=None, layer_sets=None):
+    """The paper's Figure 3 as jobs: one stylize job per cell, "cell_<row>_<column>", row r matching
+    the style on layer_sets[r] (each layer weighted equally), column c with alpha/beta = ratios[c]
+    (content weight 1, style weight 1 / ratio), every cell from the same start (white noise with the
+    seed, unless options say otherwise): the cells handnst.transfer.grid computes one by one."""
+    from handnst import options as T
+    ratios = list(T.GRID_RATIOS if ratios is None else ratios)
+    layer_sets = [T._layers("style", s) for s in (T.GRID_LAYER_SETS if layer_sets is None else layer_sets)]
+    if not ratios or any(not (isinstance(r, (int, float)) and math.isfinite(r) and r > 0) for r in ratios):
+        raise InputError(f"every alpha/beta ratio must be a positive finite number, not {ratios!r}")
+    opts = check_stylize_options(dict({"init": "noise"}, **(options or {})))
+    base = stylize_jobs([content], [style], opts)
+    if len(base) != 1:
+        raise InputError("a grid takes one content image and one style image, not folders")
+    jobs = []
+    for r, layers in enumerate(layer_sets):
+        for c, ratio in enumerate(ratios):
+            name = f"cell_{r}_{c}"
+            jobs.append(dict(base[0], name=name, outputs=[name + ".png"],
+                             options=dict(base[0]["options"], content_weight=1.0, style_weight=1.0 / ratio,
+                                          style_layers=list(layers), style_layer_weights=None)))
+    return jobs
+
+
+def grid_picture(out_dir, jobs, ratios, layer_sets=None, title=None):
+    """The labelled Figure 3 picture from the cells a batch of grid_jobs wrote into out_dir."""
+    from handnst import options as T
+    from handnst.image import load_image
+    from handnst.transfer import grid_picture as compose
+    layer_sets = [tuple(s) for s in (T.GRID_LAYER_SETS if layer_sets is None else layer_sets)]
+    cells = [[load_image(os.path.join(out_dir, f"cell_{r}_{c}.png")) for c in range(len(ratios))]
+             for r in range(len(layer_sets))]
+    return compose(cells, layer_sets, ratios, jobs[0]["options"]["iters"], title)
 
 
 # ---------------------------------------------------------------------------------- on the client
@@ -401,7 +436,7 @@ def run_batch(jobs, out_dir, *, weights=None, workers=None, scheduler=None, clie
             if scheduler is not None:
                 try:
                     own_client = client = distributed.Client(scheduler, timeout="20s")
-                except (OSError, TimeoutError) as exc:
+                except (OSError, TimeoutError, ValueError) as exc:
                     raise RunError(f"cannot reach the Dask scheduler at {scheduler} ({_one_line(exc)}); is "
                                    "`dask scheduler` running there, and is the address right?") from None
             else:
@@ -496,5 +531,5 @@ def _write_outputs(job, result, out_dir):
     _write_json(report_path(job, out_dir), report)
 
 
-__all__ = ["find_images", "stylize_jobs", "check_stylize_options", "run_batch", "is_complete",
+__all__ = ["find_images", "stylize_jobs", "grid_jobs", "grid_picture", "check_stylize_options", "run_batch", "is_complete",
            "plan_local_cluster", "start_local_cluster", "require_dask", "SUMMARY_NAME"]

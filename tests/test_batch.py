@@ -154,6 +154,23 @@ def test_a_job_with_a_bad_input_fails_alone_with_its_one_line_error(client, real
     assert sorted(p.name for p in out.iterdir()) == ["chelsea__swirls.json", "chelsea__swirls.png", "summary.json"]
 
 
+@pytest.mark.slow
+def test_a_grid_run_as_a_batch_is_the_grid_run_here(client, net, real_weights_path, tmp_path):
+    ratios, layer_sets = [1e-3, 1e-2], [["conv1_1"], ["conv1_1", "conv2_1"]]
+    options = {"size": 32, "iters": 2, "seed": 3}
+    jobs = batch.grid_jobs(CONTENT, STYLE, options, ratios=ratios, layer_sets=layer_sets)
+    assert [j["name"] for j in jobs] == ["cell_0_0", "cell_0_1", "cell_1_0", "cell_1_1"]
+    summary = batch.run_batch(jobs, str(tmp_path), weights=real_weights_path, client=client)
+    assert summary["exit_code"] == 0, summary
+    results = []
+    here = transfer.grid(CONTENT, STYLE, ratios=ratios, layer_sets=layer_sets, results=results,
+                         weights=real_weights_path, **options)
+    for job, result in zip(jobs, results):
+        np.testing.assert_array_equal(pixels(tmp_path / job["outputs"][0]), np.asarray(result.image))
+    np.testing.assert_array_equal(np.asarray(batch.grid_picture(str(tmp_path), jobs, ratios, layer_sets)),
+                                  np.asarray(here))
+
+
 def _die_once(job, inputs, weights, *, victim, marker):
     """Test hook around run_job: the first worker to start `victim` writes its pid and dies at once."""
     if job["name"] == victim and not os.path.exists(marker):
@@ -207,7 +224,7 @@ def test_bad_input_is_one_line_exit_2_before_any_cluster(tmp_path):
 
 @pytest.mark.slow
 def test_the_command_runs_a_batch_then_resumes_it(real_weights_path, tmp_path):
-    args = ["--content", CONTENT, OTHER, "--style", STYLE, "-o", "out", "--size", "32", "--iters", "2",
+    args = ["--content", CONTENT, OTHER, "--style", STYLE, "-o", "out", "--size", "32", "--iters", "1",
             "--workers", "2"]
     proc = run_cli(args, tmp_path, real_weights_path)
     assert proc.returncode == 0, proc.stderr
@@ -216,6 +233,19 @@ def test_the_command_runs_a_batch_then_resumes_it(real_weights_path, tmp_path):
         "chelsea__swirls.json", "chelsea__swirls.png", "coffee__swirls.json", "coffee__swirls.png", "summary.json"]
     again = run_cli(args, tmp_path, real_weights_path)
     assert again.returncode == 0 and "2 skipped" in again.stdout, again.stderr
+
+
+@pytest.mark.slow
+def test_grid_with_workers_runs_its_cells_as_a_batch(real_weights_path, tmp_path):
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", HANDNST_WEIGHTS=str(real_weights_path))
+    proc = subprocess.run([sys.executable, "-m", "handnst", "grid", CONTENT, STYLE, "-o", "grid.png", "--ratios", "1e-3",
+                           "--size", "32", "--iters", "1", "--workers", "2", "--json", "grid.json"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert len(list((tmp_path / "grid_cells").glob("cell_*.png"))) == 5     # one per style-layer set
+    report = json.loads((tmp_path / "grid.json").read_text())
+    assert [c["row"] for c in report["cells"]] == [0, 1, 2, 3, 4] and report["size"] == list(Image.open(
+        tmp_path / "grid.png").size)
 
 
 @pytest.mark.slow
@@ -229,7 +259,7 @@ def test_ctrl_c_cancels_the_batch_and_keeps_the_finished_pictures(real_weights_p
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "handnst", "batch", "--content", CONTENT, OTHER, "--style", STYLE, OTHER, CONTENT,
-         "-o", "out", "--size", "32", "--iters", "15", "--workers", "2"],
+         "-o", "out", "--size", "32", "--iters", "8", "--workers", "2"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         preexec_fn=as_in_a_terminal)
     try:

@@ -13,8 +13,8 @@ import sys
 
 from handnst.cli.common import _Parser, _formatter
 from handnst.cli.runs import (_add_demo_parser, _add_grid_parser, _add_reconstruct_parser, _add_stylize_parser,
-                              _add_texture_parser, _cmd_demo, _cmd_grid, _cmd_reconstruct, _cmd_stylize, _cmd_texture)
-from handnst.cli.batch import _add_batch_parser, _cmd_batch
+                              _add_texture_parser, _cmd_demo, _cmd_reconstruct, _cmd_stylize, _cmd_texture)
+from handnst.cli.batch import _add_batch_parser, _add_grid_cluster_options, _cmd_batch, _cmd_grid
 from handnst.cli.bench import _add_bench_parser, _cmd_bench
 from handnst.cli.gradcheck import _add_gradcheck_parser, _cmd_gradcheck
 from handnst.cli.weights import _add_weights_parser, _cmd_weights
@@ -49,6 +49,7 @@ def build_parser():
     _add_reconstruct_parser(sub)
     _add_texture_parser(sub)
     _add_grid_parser(sub)
+    _add_grid_cluster_options(sub.choices["grid"])   # grid's cells can run as a batch
     _add_batch_parser(sub)
     _add_weights_parser(sub)
     _add_gradcheck_parser(sub)
