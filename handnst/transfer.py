@@ -502,10 +502,17 @@ def grid(content, style, *, ratios=GRID_RATIOS, layer_sets=GRID_LAYER_SETS, size
             if res.stopped in ("interrupted",):
                 raise KeyboardInterrupt
         cells.append(row)
+    return grid_picture(cells, layer_sets, ratios, opts["iters"], title)
+
+
+def grid_picture(cells, layer_sets, ratios, iters, title=None):
+    """Figure 3's labelled picture from its cells (rows of PIL images: one row per style-layer set,
+    one column per alpha/beta ratio); shared by grid() and grids run as a batch (handnst.batch)."""
     row_labels = [_set_label(s) for s in layer_sets]
     col_labels = [f"alpha/beta\n= {r:g}" for r in ratios]
     if title is None:
-        title = f"style layers (rows) x content/style ratio (columns), {total} runs of {opts['iters']} iterations"
+        title = (f"style layers (rows) x content/style ratio (columns), {len(layer_sets) * len(ratios)} runs of "
+                 f"{iters} iterations")
     return _image.make_grid(cells, row_labels, col_labels, title=title)
 
 
@@ -515,5 +522,5 @@ def _set_label(layers):
     return f"{layers[0]}\n..{layers[-1]}"
 
 
-__all__ = ["Result", "stylize", "reconstruct", "texture", "grid", "estimate_memory", "memory_breakdown",
+__all__ = ["Result", "stylize", "reconstruct", "texture", "grid", "grid_picture", "estimate_memory", "memory_breakdown",
            "available_memory", "check_memory", "check_min_size", "GRID_LAYER_SETS", "GRID_RATIOS"]
