@@ -4,7 +4,7 @@ mean and covariance, and bad input is a clear error."""
 import numpy as np
 import pytest
 
-from handnst import color_match
+from handnst.image import color_match
 from handnst.errors import InputError
 
 

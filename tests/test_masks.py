@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from handnst import masks
+from handnst.image import masks
 from handnst.errors import InputError
 
 

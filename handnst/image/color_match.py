@@ -25,13 +25,16 @@ Check:  chol  L_C L_S^-1 L_S L_S^T L_S^-T L_C^T = L_C L_C^T = Sigma_C.
         sym   Sigma_C^1/2 Sigma_S^-1/2 Sigma_S Sigma_S^-1/2 Sigma_C^1/2 = Sigma_C.
 
 Everything here works on host float arrays of shape (H, W, 3) with values in 0..1 (the pictures are
-small and this runs once per run, so there is nothing for a GPU to do). A flat, single-colour image
+small and this runs once per run, so there is nothing for a GPU to do); match_color_image wraps it for
+pictures. A flat, single-colour image
 has a singular covariance; EPS on the diagonal keeps every inverse finite.
 """
 
 import numpy as np
+from PIL import Image
 
 from handnst.errors import InputError
+from handnst.image.io import load_image
 
 METHODS = ("chol", "pca", "sym")
 # Added to the diagonal of both covariances (0..1 RGB: 1e-5 is a standard deviation of about 1/300,
@@ -107,4 +110,12 @@ def match_color(style, content, method="sym", clip=True):
     return np.clip(out, 0.0, 1.0) if clip else out
 
 
-__all__ = ["METHODS", "mean_and_covariance", "color_transform", "match_color"]
+def match_color_image(style_img, content_img, method="sym"):
+    """match_color on pictures (paths, PIL images or arrays): the style, recoloured, as a PIL RGB image."""
+    style = np.asarray(load_image(style_img), dtype=np.float64) / 255.0
+    content = np.asarray(load_image(content_img), dtype=np.float64) / 255.0
+    out = match_color(style, content, method)
+    return Image.fromarray(np.rint(out * 255.0).astype(np.uint8), "RGB")
+
+
+__all__ = ["METHODS", "mean_and_covariance", "color_transform", "match_color", "match_color_image"]

@@ -17,8 +17,8 @@ import re
 import numpy as np
 from PIL import Image
 
-from handnst import image as _image
 from handnst.errors import InputError
+from handnst.image.io import load_image
 
 COLOR_TOLERANCE = 24       # of 255, per channel: a JPEG-saved label map drifts by about 10
 _KEY = re.compile(r"^(?P<path>.+)#(?P<hex>[0-9a-fA-F]{6})$")
@@ -36,7 +36,7 @@ def split_color_key(spec):
 
 def mask_from_image(img, color=None):
     """PIL image (or anything load_image takes) -> (H, W) float64 weights in 0..1."""
-    rgb = np.asarray(_image.load_image(img), dtype=np.float64)
+    rgb = np.asarray(load_image(img), dtype=np.float64)
     if color is None:
         return (rgb @ np.array([0.299, 0.587, 0.114])) / 255.0
     return (np.abs(rgb - np.array(color, dtype=np.float64)).max(axis=2) <= COLOR_TOLERANCE).astype(np.float64)
