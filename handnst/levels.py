@@ -36,9 +36,14 @@ picture, sum of squared neighbour differences hardly changes with the size (4x t
 quarter), so its weight needs no rescaling.
 """
 
+import dataclasses
 import math
+import time
+
+import numpy as np
 
 from handnst.errors import InputError
+from handnst.image import resize_bilinear
 
 NORMALIZATIONS = ("paper", "size-invariant")
 DEFAULT_NORMALIZATION = "paper"
@@ -109,5 +114,101 @@ def scaled_size(size, level, final):
     return max(1, round(size * level / final))
 
 
-__all__ = ["NORMALIZATIONS", "DEFAULT_NORMALIZATION", "REFERENCE_PIXELS", "DEFAULT_LEVEL_FACTOR",
+def upsample(array, height, width, bounds=None):
+    """A level's picture (host (3, h, w), the network's input space) brought to (height, width) for
+    the next level: bilinear (the optimizer sharpens it at once), clipped to the pixel box."""
+    out = resize_bilinear(array, height, width).astype(np.float32)
+    if bounds is not None:
+        out = np.clip(out, bounds[0], bounds[1])
+    return out
+
+
+def run_levels(sizes, iterations, run_level):
+    """Run a coarse-to-fine plan; return the last level's Result with the levels' story added.
+
+    run_level(index, size, iters, previous) runs one level and returns its Result; `previous` is
+    the Result of the level before (None at the first), whose `array` it upsamples as its start.
+    A run stopped by Ctrl-C or a NaN ends the plan there, with that level's picture. The returned
+    Result adds up iterations, evaluations and seconds over the levels, keeps the last level's
+    loss, history and picture, and lists every level in `levels` (size, iterations, evaluations,
+    seconds, the content weight used and the final loss parts there).
+    """
+    done, previous, start = [], None, time.perf_counter()
+    for index, (size, iters) in enumerate(zip(sizes, iterations)):
+        t = time.perf_counter()
+        result = run_level(index, size, iters, previous)
+        done.append({
+            "level": index + 1, "size": list(result.size), "iterations": result.iterations,
+            "evaluations": result.evaluations, "seconds": result.timings["seconds"],
+            "setup_seconds": result.timings["setup_seconds"], "wall_seconds": time.perf_counter() - t,
+            "content_weight": result.options.get("level_content_weight"), "stopped": result.stopped,
+            "loss": result.loss,
+        })
+        previous = result
+        if result.stopped in ("interrupted", "nonfinite"):
+            break
+    iterations_done = sum(d["iterations"] for d in done)
+    evaluations = sum(d["evaluations"] for d in done)
+    seconds = sum(d["seconds"] for d in done)
+    timings = dict(previous.timings, seconds=seconds, setup_seconds=sum(d["setup_seconds"] for d in done),
+                   wall_seconds=time.perf_counter() - start,
+                   seconds_per_evaluation=previous.timings["seconds_per_evaluation"],
+                   seconds_per_iteration=seconds / max(iterations_done, 1))
+    message = previous.message
+    if len(done) < len(sizes):
+        message = f"{message} (at level {len(done)} of {len(sizes)}, {previous.size[0]}x{previous.size[1]})"
+    return dataclasses.replace(previous, iterations=iterations_done, evaluations=evaluations, timings=timings,
+                               levels=done, message=message)
+
+
+def plan_run(size, start_size, level_factor, iters, level_iters, normalization):
+    """[(longer side, iterations)] of a coarse-to-fine run, or None for a run at one size."""
+    if normalization not in NORMALIZATIONS:
+        raise InputError(f"unknown normalization {normalization!r}: use {' or '.join(NORMALIZATIONS)}")
+    if start_size is None:
+        if level_iters is not None:
+            raise InputError("--level-iters gives the iterations of coarse-to-fine levels: add --start-size")
+        return None
+    if size is None:
+        raise InputError("--start-size needs --size, the final size to reach")
+    sizes = level_sizes(start_size, size, level_factor)
+    return list(zip(sizes, level_iterations(iters, len(sizes), level_iters)))
+
+
+def plan_options(plan, start_size, level_factor):
+    if not plan:
+        return {"start_size": None}
+    return {"start_size": start_size, "level_factor": level_factor, "level_sizes": [p[0] for p in plan],
+            "level_iters": [p[1] for p in plan]}
+
+
+def shared_net(net, opts, several):
+    """net() for every level: the one given, or (several levels) one network built on first use."""
+    holder = [net]
+
+    def get():
+        if holder[0] is None and several:
+            from handnst.networks.vgg import load_vgg19
+            holder[0] = load_vgg19(opts.get("weights"), pooling=opts["pooling"], backend=opts["device_backend"])
+        return holder[0]
+    return get
+
+
+def with_level(callback, level):
+    """The callback, told which coarse-to-fine level each iteration belongs to (info["level"])."""
+    if callback is None or level is None:
+        return callback
+    return lambda info: callback(dict(info, level=level))
+
+
+def run_plan(plan, run_level, opts):
+    """One run (plan None), or every level of the plan with the run's own options in the Result."""
+    if plan is None:
+        return run_level(0, None, None, None)
+    result = run_levels([p[0] for p in plan], [p[1] for p in plan], run_level)
+    public = {k: v for k, v in opts.items() if k not in ("device_backend", "init_kind")}
+    return dataclasses.replace(result, options=public)
+
+
+__all__ = ["plan_run", "plan_options", "shared_net", "with_level", "run_plan", "upsample", "run_levels", "NORMALIZATIONS", "DEFAULT_NORMALIZATION", "REFERENCE_PIXELS", "DEFAULT_LEVEL_FACTOR",
            "MIN_LEVEL_ITERS", "level_sizes", "level_iterations", "content_weight_at", "scaled_size"]

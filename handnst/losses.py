@@ -184,22 +184,24 @@ def mask_pyramid(mask, layers):
     return out
 
 
-def check_region_masks(masks, what="content", cover=True):
+def check_region_masks(masks, what="content", cover=True, labels=None):
     """Clear errors for masks no run can use: not 2-D, empty, outside 0..1, or (cover) leaving pixels
-    of the picture without any region. masks: list of (H, W) host arrays of one size."""
+    of the picture without any region. masks: list of (H, W) host arrays of one size; labels: how
+    the messages name them (default "<what> mask <i>")."""
     shape = None
     for i, m in enumerate(masks, 1):
         m = np.asarray(m)
+        name = labels[i - 1] if labels else f"{what} mask {i}"
         if m.ndim != 2:
-            raise InputError(f"{what} mask {i} must be a 2-D (H, W) array, got shape {m.shape}")
+            raise InputError(f"{name} must be a 2-D (H, W) array, got shape {m.shape}")
         if shape is not None and m.shape != shape:
-            raise InputError(f"{what} mask {i} is {m.shape[1]}x{m.shape[0]} but mask 1 is {shape[1]}x{shape[0]}: "
+            raise InputError(f"{name} is {m.shape[1]}x{m.shape[0]} but the first is {shape[1]}x{shape[0]}: "
                              "resize them to the picture first")
         shape = m.shape
         if not np.isfinite(m).all() or m.min() < 0 or m.max() > 1:
-            raise InputError(f"{what} mask {i} must hold weights between 0 and 1")
+            raise InputError(f"{name} must hold weights between 0 and 1")
         if m.max() < MASK_COVER:
-            raise InputError(f"{what} mask {i} is empty (no pixel is in its region)")
+            raise InputError(f"{name} is empty (no pixel is in its region)")
     if cover and masks:
         total = np.sum([np.asarray(m, dtype=np.float64) for m in masks], axis=0)
         bare = total < MASK_COVER
@@ -427,7 +429,8 @@ class StyleTransferLoss:
                 raise InputError(f"region {i} must be (content_mask, style_image) or (content_mask, style_image, "
                                  f"style_mask), got {len(r)} items")
         content_masks = [np.asarray(to_host(r[0]), dtype=np.float64) for r in regions]
-        check_region_masks(content_masks, "content", cover=True)
+        check_region_masks(content_masks, "content", cover=True,
+                           labels=[f"the content mask of region {i}" for i in range(1, len(content_masks) + 1)])
         self.mask_shape = content_masks[0].shape
         if self.content_shape is not None and self.mask_shape != self.content_shape[1:]:
             h, w = self.mask_shape
@@ -447,7 +450,7 @@ class StyleTransferLoss:
                 if style_mask.shape != tuple(img.shape[1:]):
                     raise InputError(f"the style mask of region {i} is {style_mask.shape[-1]}x{style_mask.shape[0]} "
                                      f"but its style image is {img.shape[2]}x{img.shape[1]}: resize it to the image")
-                check_region_masks([style_mask], f"region {i} style", cover=False)
+                check_region_masks([style_mask], cover=False, labels=[f"the style mask of region {i}"])
             else:
                 style_mask = np.ones(img.shape[1:])
             feats = net.forward(img, self.style_layers, layout="matrix")

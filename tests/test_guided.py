@@ -145,7 +145,7 @@ def test_bad_regions_are_clear_errors():
     def build(regions, **kw):
         return losses.StyleTransferLoss(net, content, kw.pop("style", None), regions=regions, **kw)
 
-    with pytest.raises(InputError, match="content mask 2 is empty"):
+    with pytest.raises(InputError, match="the content mask of region 2 is empty"):
         build([(np.ones((24, 20)), style), (np.zeros((24, 20)), style)])
     with pytest.raises(InputError, match=r"do not cover the picture: 50\.0% of its pixels"):
         build([((left > 0.5).astype(float), style)])
@@ -153,7 +153,7 @@ def test_bad_regions_are_clear_errors():
         build([(np.ones((12, 10)), style)])
     with pytest.raises(InputError, match="style mask of region 1 is 5x5"):
         build([(np.ones((24, 20)), style, np.ones((5, 5)))])
-    with pytest.raises(InputError, match="region 1 style mask 1 is empty"):
+    with pytest.raises(InputError, match="the style mask of region 1 is empty"):
         build([(np.ones((24, 20)), style, np.zeros((24, 20)))])
     with pytest.raises(InputError, match="between 0 and 1"):
         build([(2 * np.ones((24, 20)), style)])
