@@ -4,7 +4,8 @@ A large picture is cheap to get right in the small: one L-BFGS-B iteration at 12
 sixteenth of one at 512 (the cost is proportional to the number of pixels), and the large-scale layout
 of the style settles there. So a coarse-to-fine run stylizes at `start` pixels, upsamples the result
 and refines it at a larger size, and so on up to the final size (jcjohnson/neural-style's multires
-recipe, Gatys et al. 2017 section 6; crowsonkb/style-transfer-pytorch does it from 128 pixels up):
+recipe, which Gatys et al. 2017 use for their high-resolution results; crowsonkb/style-transfer-pytorch
+does it from 128 pixels up):
 
     level_sizes(128, 512)            -> [128, 256, 512]           factor 2 (the default)
     level_sizes(128, 512, 2 ** 0.5)  -> [128, 181, 256, 362, 512]
@@ -49,9 +50,8 @@ NORMALIZATIONS = ("paper", "size-invariant")
 DEFAULT_NORMALIZATION = "paper"
 REFERENCE_PIXELS = 256 * 256
 DEFAULT_LEVEL_FACTOR = 2.0
-# Below this no level gets fewer iterations: L-BFGS-B needs its 10 pairs of history, and a few
-# more, before its steps are good (measured: the first ~10 iterations of a level do most of the
-# upsampling's clean-up).
+# Below this no level gets fewer iterations (unless --iters itself is smaller): L-BFGS-B builds its
+# curvature model from the last 10 steps, and a level that stops before it has one wastes its start.
 MIN_LEVEL_ITERS = 20
 
 
