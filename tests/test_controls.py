@@ -177,6 +177,14 @@ def cli(args, cwd, weights):
                           text=True, timeout=300)
 
 
+def test_help_lists_the_new_options(tmp_path):
+    text = cli(["stylize", "--help"], tmp_path, tmp_path / "none.h5").stdout
+    for option in ("--start-size", "--level-factor", "--level-iters", "--normalization", "--color-control",
+                   "--color-match", "--region", "--style-scale", "--preserve-color"):
+        assert option in text, option
+    assert "--start-size" in cli(["texture", "--help"], tmp_path, tmp_path / "none.h5").stdout
+
+
 @pytest.mark.parametrize("args, words", [
     (["stylize", CONTENT, "-o", "out.png"], "give a STYLE image"),
     (["stylize", CONTENT, "-o", "out.png", "--region", "m.png"], "region 1 has 1 item"),

@@ -77,6 +77,7 @@ def _cmd_stylize(args):
     options, frames = _run_options(args)
     if not args.styles and not args.region:
         raise InputError("give a STYLE image after CONTENT, or the styles of regions with --region")
+    _bar_per_level(args, options)
     result = transfer.stylize(
         args.content, (args.styles if len(args.styles) > 1 else args.styles[0]) if args.styles else None,
         style_size=args.style_size, content_weight=args.content_weight, style_weight=args.style_weight,
@@ -86,6 +87,14 @@ def _cmd_stylize(args):
         regions=args.region, style_scale=args.style_scale, **_level_options(args), **options)
     _say_levels(args, result)
     return _finish(args, result, frames)
+
+
+def _bar_per_level(args, options):
+    """Coarse-to-fine runs draw one progress bar per level (made by the run), not one for --iters."""
+    if args.start_size and options.get("progress"):
+        options["progress"].close()
+        options["progress"] = True
+    return options
 
 
 def _add_level_options(p, normalization=True):
@@ -174,6 +183,7 @@ def _cmd_texture(args):
     from handnst import transfer
     _check_outputs(args)
     options, frames = _run_options(args)
+    _bar_per_level(args, options)
     result = transfer.texture(args.style, args.layers, style_layer_weights=args.style_layer_weights,
                               **_level_options(args, normalization=False), **options)
     _say_levels(args, result)
