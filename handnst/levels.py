@@ -194,6 +194,14 @@ def shared_net(net, opts, several):
     return get
 
 
+def level_progress(progress, plan):
+    """The progress argument for one level: a bar of its own (True) where the caller's is a bar that
+    the level would close (tqdm-like, with close()), else the caller's own callable or flag."""
+    if plan and callable(progress) and hasattr(progress, "close"):
+        return True
+    return progress
+
+
 def with_level(callback, level):
     """The callback, told which coarse-to-fine level each iteration belongs to (info["level"])."""
     if callback is None or level is None:
@@ -210,5 +218,5 @@ def run_plan(plan, run_level, opts):
     return dataclasses.replace(result, options=public)
 
 
-__all__ = ["plan_run", "plan_options", "shared_net", "with_level", "run_plan", "upsample", "run_levels", "NORMALIZATIONS", "DEFAULT_NORMALIZATION", "REFERENCE_PIXELS", "DEFAULT_LEVEL_FACTOR",
+__all__ = ["level_progress", "plan_run", "plan_options", "shared_net", "with_level", "run_plan", "upsample", "run_levels", "NORMALIZATIONS", "DEFAULT_NORMALIZATION", "REFERENCE_PIXELS", "DEFAULT_LEVEL_FACTOR",
            "MIN_LEVEL_ITERS", "level_sizes", "level_iterations", "content_weight_at", "scaled_size"]

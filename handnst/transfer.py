@@ -52,7 +52,7 @@ from handnst.image import initial_image
 from handnst.losses import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, StyleTransferLoss, parts_to_host
 from handnst.memory import available_memory, check_memory, estimate_memory, memory_breakdown, _memory_guard  # noqa: F401
 from handnst.levels import (DEFAULT_LEVEL_FACTOR, DEFAULT_NORMALIZATION, content_weight_at, plan_options,
-                            plan_run, run_plan, shared_net, upsample, with_level)
+                            level_progress, plan_run, run_plan, shared_net, upsample, with_level)
 from handnst.optimize import make_progress, minimize
 from handnst.options import (DEFAULT_CONTENT_WEIGHT, DEFAULT_DEVICE, DEFAULT_INIT, DEFAULT_ITERS,  # noqa: F401
                              DEFAULT_OPTIMIZER, DEFAULT_POOLING, DEFAULT_SEED, DEFAULT_SIZE, DEFAULT_STYLE_WEIGHT,
@@ -315,18 +315,11 @@ def stylize(content, style=None, *, size=DEFAULT_SIZE, style_size=None, iters=DE
     content_layers, style_layers, style_layer_weights: the paper's conv4_2 and conv1_1..conv5_1 at 1/5 each
     pooling:  "avg" (the paper) or "max"; optimizer: "lbfgs" (default), "adam", "sgd" or "sign"; lr for those
     device:   "cpu" (NumPy) or "gpu" (CuPy); weights: a VGG19 weights file (default: found, or fetched)
-    color_control: "luminance" (transfer on luminance, keep the content's colours; preserve_color=True
-              is the same) or "histogram" (recolour the style to the content's colour mean and
-              covariance first, color_match "chol", "pca" or "sym", the default); see controls.py
-    regions:  spatial control, instead of `style`: [(content_mask, style), (content_mask, style,
-              style_mask), ...], masks as files ("sky.png", "labels.png#3366ff") or (H, W) arrays 0..1
-    style_scale: the style image at this factor times the content's size (instead of style_size)
-    start_size, level_factor, level_iters: coarse-to-fine, from start_size up to size by level_factor,
-              each level started from the previous one upsampled (see levels.py); iterations halve
-              from level to level unless level_iters gives them all
-    normalization: "paper" (the formula; in coarse-to-fine runs alpha is rescaled so every level has
-              the final size's balance) or "size-invariant" (the same weights give the same look at
-              every size; the paper's at 256 x 256)
+    color_control, color_match, regions, style_scale: Gatys et al.'s (2017) colour, spatial and scale
+              controls (see controls.py): "luminance" (= preserve_color) or "histogram" with "chol",
+              "pca" or "sym"; [(content_mask, style[, style_mask]), ...] instead of `style`; a factor
+    start_size, level_factor, level_iters, normalization: coarse-to-fine from start_size up to size,
+              and the weight convention, "paper" or "size-invariant" (see levels.py)
     callback: callback(info) after every iteration (see handnst.optimize.minimize); True stops the run
     progress: True for a progress bar on stderr (or any callable taking the same info; one bar per level)
     save_every, frame_dir, on_frame: every save_every iterations, the current picture is written to
@@ -420,7 +413,7 @@ def stylize(content, style=None, *, size=DEFAULT_SIZE, style_size=None, iters=DE
                     options=dict(opts, iters=level_iters_k or opts["iters"], level_content_weight=alpha),
                     alpha=alpha, x0=None if previous is None else upsample(previous.array, Hk, Wk),
                     callback=with_level(callback, index + 1 if plan else None),
-                    progress=bool(progress) if plan else progress, save_every=save_every if last else None,
+                    progress=level_progress(progress, plan), save_every=save_every if last else None,
                     frame_dir=frame_dir, on_frame=on_frame, colour_source=colour_source,
                     init_img=init_img if index == 0 else None, log=log,
                     what=f"stylization level {index + 1} of {len(per_level)}" if plan else "stylization")
@@ -509,7 +502,7 @@ def texture(style, layers=DEFAULT_STYLE_LAYERS, *, size=DEFAULT_SIZE, iters=DEFA
         return _run(content_img=None, style_imgs=[im], content_layers=(), style_layers=layers,
                     size_hw=(im.size[1], im.size[0]), options=dict(opts, iters=level_iters_k or opts["iters"]),
                     net=net_for_levels(), callback=with_level(callback, index + 1 if plan else None),
-                    progress=bool(progress) if plan else progress, save_every=save_every if last else None,
+                    progress=level_progress(progress, plan), save_every=save_every if last else None,
                     frame_dir=frame_dir, on_frame=on_frame, init_img=init_img if index == 0 else None, log=log,
                     x0=None if previous is None else upsample(previous.array, im.size[1], im.size[0]),
                     what=f"texture level {index + 1} of {len(per_level)}" if plan else "texture")
