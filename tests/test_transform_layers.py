@@ -213,3 +213,25 @@ def test_transform_layer_gradients_match_finite_differences(xp, index):
     assert tol == LAYER_TOLERANCE
     err = fn()
     assert err <= tol, f"{name}: max relative error {err:.2e} > {tol:.0e}"
+
+
+# ------------------------------------------------- writing straight into the next padded input
+
+def test_layers_write_into_the_interior_of_a_padded_buffer():
+    # The network writes each layer's output into the next convolution's padded input and fills only
+    # the border: the same numbers as padding a separate copy.
+    r = rng(11)
+    x = r.normal(size=(2, 3, 6, 5))
+    scale, shift = r.normal(size=3), r.normal(size=3)
+    for pad in (1, 4):
+        buf = np.full((2, 3, 6 + 2 * pad, 5 + 2 * pad), np.nan)
+        view = buf[:, :, pad:pad + 6, pad:pad + 5]
+        y, _ = L.instance_norm_forward(x, scale, shift, out=view)
+        assert y is view
+        L.reflect_border(buf, pad)
+        np.testing.assert_array_equal(buf, L.reflection_pad_forward(L.instance_norm_forward(x, scale, shift)[0], pad)[0])
+    small = r.normal(size=(2, 3, 3, 4))
+    buf = np.full((2, 3, 8, 10), np.nan)
+    L.upsample2x_forward(small, out=buf[:, :, 1:7, 1:9])
+    L.reflect_border(buf, 1)
+    np.testing.assert_array_equal(buf, L.reflection_pad_forward(L.upsample2x_forward(small)[0], 1)[0])

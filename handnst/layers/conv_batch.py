@@ -94,15 +94,15 @@ def conv_batch_backward_naive(dout, cache):
 
 # -------------------------------------------------------------------------- fast path: im2col
 
-def conv_batch_chunks(N, Ho, Wo, rows_per_column, chunk=CHUNK_ELEMENTS):
+def conv_batch_chunks(N, Ho, Wo, rows_per_column, chunk=CHUNK_ELEMENTS, min_band=1):
     """Split the outputs into pieces (n0, n1, r0, r1) whose unfolded windows have at most `chunk`
     elements (rows_per_column = C*kh*kw): whole images in groups while one image fits, else bands
-    of output rows of one image (at least one row)."""
+    of output rows of one image (at least `min_band` rows)."""
     per_image = rows_per_column * Ho * Wo
     if per_image <= chunk:
         g = max(1, chunk // per_image)
         return [(n0, min(N, n0 + g), 0, Ho) for n0 in range(0, N, g)]
-    band = max(1, chunk // (rows_per_column * Wo))
+    band = max(1, min_band, chunk // (rows_per_column * Wo))
     return [(n, n + 1, r0, min(Ho, r0 + band)) for n in range(N) for r0 in range(0, Ho, band)]
 
 
@@ -206,8 +206,7 @@ def _band(x, n0, n1, r0, rows):
     """Input rows r0 .. r0+rows-1 of images n0 .. n1-1 as one contiguous (C, g*rows*W) matrix (a view
     when that is already the memory layout: one whole image)."""
     xp = array_module(x)
-    C, W = x.shape[1], x.shape[3]
-    return xp.ascontiguousarray(x[n0:n1, :, r0:r0 + rows].transpose(1, 0, 2, 3)).reshape(C, -1)
+    return xp.ascontiguousarray(x[n0:n1, :, r0:r0 + rows].transpose(1, 0, 2, 3)).reshape(x.shape[1], -1)
 
 
 def _upstream(dout, n0, n1, r0, r1, Wp):
@@ -256,7 +255,7 @@ def conv_batch_forward(x, w, b, stride=1, chunk=CHUNK_ELEMENTS, method=None):
             xp.add(prod.reshape(K, g, R, W)[..., :Wo].transpose(1, 0, 2, 3), bias, out=out[n0:n1, :, r0:r1])
     elif method == "outputs":
         wt = xp.ascontiguousarray(w.transpose(2, 3, 0, 1)).reshape(kh * kw * K, C)
-        for n0, n1, r0, r1 in conv_batch_chunks(N, Ho, W, kh * kw * K, chunk):
+        for n0, n1, r0, r1 in conv_batch_chunks(N, Ho, W, kh * kw * K, chunk, min_band=4 * (kh - 1)):
             g, R = n1 - n0, r1 - r0
             rows_in, Lb = R + kh - 1, R * W
             Lin = rows_in * W
@@ -313,7 +312,7 @@ def conv_batch_backward(dout, cache, need_dx=True, chunk=CHUNK_ELEMENTS):
     else:   # "outputs"
         wt = xp.ascontiguousarray(w.transpose(2, 3, 0, 1)).reshape(kh * kw * K, C)
         dwt = xp.zeros((C, kh * kw * K), dtype=x.dtype)
-        for n0, n1, r0, r1 in conv_batch_chunks(N, Ho, W, kh * kw * K, chunk):
+        for n0, n1, r0, r1 in conv_batch_chunks(N, Ho, W, kh * kw * K, chunk, min_band=4 * (kh - 1)):
             g, R = n1 - n0, r1 - r0
             rows_in, Lb = R + kh - 1, R * W
             Lin = rows_in * W

@@ -80,13 +80,24 @@ def reflection_pad_forward(x, pad, out=None):
     if out is None:
         out = xp.empty((N, C, H + 2 * p, W + 2 * p), dtype=x.dtype)
     out[:, :, p:p + H, p:p + W] = x
+    return reflect_border(out, pad), (x.shape, pad)
+
+
+def reflect_border(out, pad):
+    """Fill the border of a padded buffer (N, C, H + 2 pad, W + 2 pad) whose interior already holds x,
+    in place: reflection padding without the copy of the interior, for a layer that wrote its output
+    straight into the next convolution's padded input. Returns `out`."""
+    p = pad
     if p == 0:
-        return out, (x.shape, pad)
+        return out
+    H, W = out.shape[2] - 2 * p, out.shape[3] - 2 * p
+    _check((H, W), pad)
+    x = out[:, :, p:p + H, p:p + W]
     out[:, :, p:p + H, :p] = x[:, :, :, 1:p + 1][..., ::-1]                 # column p - k mirrors k
     out[:, :, p:p + H, p + W:] = x[:, :, :, W - 1 - p:W - 1][..., ::-1]     # p + W - 1 + k mirrors W - 1 - k
     out[:, :, :p] = out[:, :, p + 1:2 * p + 1][:, :, ::-1]                  # row p - k mirrors row p + k
     out[:, :, p + H:] = out[:, :, H - 1:H - 1 + p][:, :, ::-1]              # row p + H - 1 + k mirrors p + H - 1 - k
-    return out, (x.shape, pad)
+    return out
 
 
 def reflection_pad_backward(dout, cache):
