@@ -13,9 +13,10 @@ Both networks get the same random weights (the speed does not depend on their va
 the real one when a weights file is found). Where PyTorch is installed, the same network and loss
 are built with torch.nn and autograd on the same weights, and the rounds interleave, handnst then
 PyTorch, so both see the machine in the same state; the ratio reported is the median of the rounds'
-ratios (handnst seconds / PyTorch seconds: below 1 means handnst is faster). The first round of
-each checks that the two agree (the pictures, and the loss), so that the times compare the same
-computation. PyTorch runs on the CPU with as many threads as BLAS gets here; it is imported only
+ratios (handnst seconds / PyTorch seconds: below 1 means handnst is faster). Before timing, the two
+are checked to agree (the pictures, the training loss, and the gradient of every parameter, which
+PyTorch's autograd computes independently of handnst's hand-written passes), so that the times
+compare the same computation. PyTorch runs on the CPU with as many threads as BLAS gets here; it is imported only
 inside this module, only when asked for, and never by the rest of handnst.
 """
 
@@ -146,13 +147,28 @@ def _torch_models(net, vgg, loss):
             total = total + loss.beta * loss.style_layer_weights[n] * E.sum() / B
         return total
 
-    return Net(), perceptual
+    tnet = Net()
+
+    def by_name():
+        """handnst's parameter names -> the torch tensors that hold the same numbers."""
+        out = {}
+        for key, conv in tnet.c.items():
+            name = key.replace("_", "/")
+            out[f"{name}/weight"], out[f"{name}/bias"] = conv.weight, conv.bias
+            if key in tnet.n:
+                norm = name.replace("conv", "norm")
+                out[f"{norm}/scale"], out[f"{norm}/shift"] = tnet.n[key].norm.weight, tnet.n[key].norm.bias
+        return out
+
+    return tnet, perceptual, by_name()
 
 
 # ------------------------------------------------------------------------------------- timings
 
-def run(*, width=32, residual_blocks=5, rounds=DEFAULT_ROUNDS, weights=None, torch_compare=True, log=None):
-    """Time `apply` and `step` (module docstring); returns a JSON-friendly dict."""
+def run(*, width=32, residual_blocks=5, rounds=DEFAULT_ROUNDS, weights=None, torch_compare=True, log=None,
+        apply_size=APPLY_SIZE, step_size=STEP_SIZE, step_batch=STEP_BATCH):
+    """Time `apply` and `step` (module docstring); returns a JSON-friendly dict. The sizes are
+    parameters for the tests; the command uses the defaults."""
     from handnst.apply import stylize_array
     from handnst.networks.transform import TransformNet
     from handnst.train import PerceptualLoss
@@ -160,11 +176,11 @@ def run(*, width=32, residual_blocks=5, rounds=DEFAULT_ROUNDS, weights=None, tor
     rng = np.random.default_rng(0)
     net = TransformNet(width, residual_blocks, seed=0)
     vgg, source = _vgg(weights)
-    W, H = APPLY_SIZE
+    W, H = apply_size
     photo = (rng.uniform(0, 255, (3, H, W)) - 120).astype(np.float32)
-    crops = (rng.uniform(0, 255, (STEP_BATCH, 3, STEP_SIZE, STEP_SIZE)) - 120).astype(np.float32)
-    style = (rng.uniform(0, 255, (3, 256, 256)) - 120).astype(np.float32)
-    loss = PerceptualLoss(vgg, style, STEP_SIZE)
+    crops = (rng.uniform(0, 255, (step_batch, 3, step_size, step_size)) - 120).astype(np.float32)
+    style = (rng.uniform(0, 255, (3, 2 * step_size, 2 * step_size)) - 120).astype(np.float32)
+    loss = PerceptualLoss(vgg, style, step_size)
     adam = Adam(net.params)
     xp = get_xp("numpy")
 
@@ -189,13 +205,13 @@ def run(*, width=32, residual_blocks=5, rounds=DEFAULT_ROUNDS, weights=None, tor
         except ImportError:
             say("PyTorch not installed: timing handnst alone (pip install torch for the comparison)")
     report = {"width": width, "residual_blocks": residual_blocks, "rounds": rounds, "vgg_weights": source,
-              "apply_size": list(APPLY_SIZE), "step_batch": STEP_BATCH, "step_size": STEP_SIZE,
+              "apply_size": list(apply_size), "step_batch": step_batch, "step_size": step_size,
               "parameters": net.parameter_count, "pytorch": None}
     if torch is not None:
         import os
         threads = int(os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS") or os.cpu_count())
         torch.set_num_threads(threads)
-        tnet, tloss = _torch_models(net, vgg, loss)
+        tnet, tloss, tnamed = _torch_models(net, vgg, loss)
         tparams = list(tnet.parameters())
         topt = torch.optim.Adam(tparams, lr=1e-3)
         tphoto = torch.from_numpy(photo)[None]
@@ -220,13 +236,20 @@ def run(*, width=32, residual_blocks=5, rounds=DEFAULT_ROUNDS, weights=None, tor
         _, y_ours = ours_apply()
         _, y_torch = torch_apply()
         scale = float(np.abs(y_torch).max())
-        value_ours = loss(crops, net.forward(crops, cache=False))[0]["total"]
-        with torch.no_grad():
-            value_torch = float(tloss(tcrops, tnet(tcrops)))
+        parts, dy = loss(crops, net.forward(crops))
+        _, grads = net.backward(dy, need_dx=False)
+        value_torch = tloss(tcrops, tnet(tcrops))
+        value_torch.backward()
+        g_scale = max(float(p.grad.abs().max()) for p in tnamed.values())
+        g_diff = max(float(np.abs(to_host(grads[k]) - p.grad.numpy()).max()) for k, p in tnamed.items())
+        value_torch = float(value_torch.detach())
         report["agreement"] = {"apply_max_abs_diff_relative": float(np.abs(y_ours - y_torch).max()) / scale,
-                               "loss_relative_diff": abs(value_ours - value_torch) / abs(value_torch)}
-        say(f"handnst and PyTorch agree: pictures to {report['agreement']['apply_max_abs_diff_relative']:.1e}, "
-            f"loss to {report['agreement']['loss_relative_diff']:.1e} (relative)")
+                               "loss_relative_diff": abs(parts["total"] - value_torch) / abs(value_torch),
+                               "gradient_max_abs_diff_relative": g_diff / g_scale}
+        say("handnst and PyTorch agree (relative): pictures to "
+            f"{report['agreement']['apply_max_abs_diff_relative']:.1e}, loss to "
+            f"{report['agreement']['loss_relative_diff']:.1e}, every parameter's gradient to "
+            f"{report['agreement']['gradient_max_abs_diff_relative']:.1e}")
     times = {"apply": [], "step": [], "torch_apply": [], "torch_step": []}
     ours_apply(), ours_step()                           # warm-up: buffers, BLAS threads
     if torch is not None:

@@ -24,10 +24,11 @@ moves every parameter of the network by one Adam step down the gradient of
     content weight * content loss (relu2_2) + style weight * sum_l w_l E_l (relu1_2 .. relu4_3) [+ TV]
 The losses are the paper's (handnst stylize); the layer weights w_l follow Johnson et al.'s
 normalisation (see the README). The content loss grows with the crop's area and the style loss does
-not: when you double --size, multiply --style-weight by about 4 for the same look.
+not, so the default style weight does too (0.02 x size^2): the same look at every --size.
 
 Ctrl-C stops after the current step and writes the model and a checkpoint (MODEL.ckpt.h5 unless
 --checkpoint says otherwise); run the same command with --resume to go on exactly where it stopped.
+On a machine busy with other jobs, OPENBLAS_NUM_THREADS=1 can make training many times faster.
 """
 
 
@@ -64,7 +65,8 @@ def _add_train_parser(sub):
     p.add_argument("--content-weight", type=_nonnegative_float, default=T.DEFAULT_CONTENT_WEIGHT, metavar="ALPHA",
                    help=f"weight of the content loss (default {T.DEFAULT_CONTENT_WEIGHT:g})")
     p.add_argument("--style-weight", type=_nonnegative_float, default=T.DEFAULT_STYLE_WEIGHT, metavar="BETA",
-                   help=f"weight of the style loss (default {T.DEFAULT_STYLE_WEIGHT:g}); more paints harder")
+                   help=f"weight of the style loss (default {T.DEFAULT_STYLE_WEIGHT_PER_PIXEL:g} x size^2: "
+                        f"328 at --size 128); more paints harder")
     p.add_argument("--tv-weight", type=_nonnegative_float, default=T.DEFAULT_TV_WEIGHT, metavar="G",
                    help=f"weight of the total-variation smoothness term (default {T.DEFAULT_TV_WEIGHT:g})")
     p.add_argument("--content-layers", type=_layer, nargs="+", default=list(T.DEFAULT_CONTENT_LAYERS),
