@@ -88,10 +88,11 @@ def instance_norm_backward_naive(dout, cache):
 
 # ------------------------------------------------------------------------------------- fast path
 
-def instance_norm_forward(x, scale, shift, eps=EPS):
+def instance_norm_forward(x, scale, shift, eps=EPS, out=None):
     """Same contract as the naive version, vectorized over the batch.
 
-    The cache keeps xhat (the backward pass needs it) and 1/sigma per image and channel.
+    The cache keeps xhat (the backward pass needs it) and 1/sigma per image and channel. `out`, if
+    given, receives y (any array of x's shape, such as the interior of the next layer's padded input).
     """
     xp = array_module(x)
     N, C, H, W = x.shape
@@ -101,7 +102,7 @@ def instance_norm_forward(x, scale, shift, eps=EPS):
     inv = 1.0 / xp.sqrt(var + eps)
     inv = inv.astype(x.dtype, copy=False).reshape(N, C, 1, 1)
     xhat *= inv
-    y = xhat * scale.reshape(1, C, 1, 1)
+    y = xp.multiply(xhat, scale.reshape(1, C, 1, 1), out=out)
     y += shift.reshape(1, C, 1, 1)
     return y, (xhat, inv, scale)
 
