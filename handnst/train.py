@@ -67,7 +67,12 @@ DEFAULT_LR = 1e-3
 DEFAULT_WIDTH = 32
 DEFAULT_RESIDUAL_BLOCKS = 5
 DEFAULT_CONTENT_WEIGHT = 1.0
-DEFAULT_STYLE_WEIGHT = 7e3
+# The content loss sums over the crop's positions and grows with size^2; the style loss compares
+# Gram matrices per position and does not. So the default style weight is per pixel of the crop:
+# beta = 0.02 * size^2 (82 at 64 px, 328 at 128, 1311 at 256), one look at every crop size. Chosen
+# by training at 64 and 128 px and looking at unseen photos (see the README).
+DEFAULT_STYLE_WEIGHT_PER_PIXEL = 0.02
+DEFAULT_STYLE_WEIGHT = None
 DEFAULT_TV_WEIGHT = 0.0
 DEFAULT_POOLING = "max"
 DEFAULT_SEED = 0
@@ -190,6 +195,8 @@ class PerceptualLoss:
         self.vgg = vgg
         self.content_layers = tuple(content_layers)
         self.style_layers = tuple(style_layers)
+        if style_weight is None:
+            style_weight = DEFAULT_STYLE_WEIGHT_PER_PIXEL * size * size
         self.alpha, self.beta, self.gamma = float(content_weight), float(style_weight), float(tv_weight)
         if style_layer_weights is None:
             style_layer_weights = johnson_layer_weights(self.style_layers)
@@ -242,6 +249,25 @@ class PerceptualLoss:
                 dy[i] += (self.gamma / B) * tv_loss_backward(cache)
         parts["total"] = self.alpha * parts["content"] + self.beta * parts["style"] + self.gamma * parts["tv"]
         return parts, dy
+
+
+def calibrate_output(net, x):
+    """Start the output layer at the photos' scale: a data-dependent initialisation (as in LSUV).
+
+    The network's layers are initialised for outputs of about unit size, but its pictures live in
+    VGG's input space, where pixels span about -120..150. Adam moves each weight by about `lr` per
+    step, so conv6 would need hundreds of steps only to grow to that scale, and the pictures stay
+    grey meanwhile. So, once, on the first batch x: per output channel c, conv6's weights are scaled
+    by s_c = std(x_c) / std(y_c) and its bias set so that mean(y_c) = mean(x_c).
+    """
+    xp = net.xp
+    y = net.forward(x, cache=False)
+    w, b = net.params["conv6/weight"], net.params["conv6/bias"]
+    for c in range(y.shape[1]):
+        sy = float(xp.std(y[:, c]))
+        s = float(xp.std(x[:, c])) / sy if sy > 0 else 1.0
+        w[c] *= s
+        b[c] = float(xp.mean(x[:, c])) - s * (float(xp.mean(y[:, c])) - float(b[c]))
 
 
 def johnson_layer_weights(layers):
@@ -301,7 +327,8 @@ def train(style, *, data=None, size=DEFAULT_SIZE, batch=DEFAULT_BATCH, iters=DEF
                 (a resumed run stops at `iters` too)
     lr:         Adam's step size; width, residual_blocks: the network (32 and 5 in Johnson et al.)
     seed:       seeds the network's initial weights and the crops: same seed, same run, bit for bit
-    content_weight, style_weight, tv_weight, content_layers, style_layers: the loss (module docstring)
+    content_weight, style_weight, tv_weight, content_layers, style_layers: the loss (module docstring);
+                style_weight None is 0.02 * size^2 (see DEFAULT_STYLE_WEIGHT_PER_PIXEL)
     style_layer_weights: w_l, one per style layer (default proportional to 1/N_l^2, as Johnson et al.)
     style_size: longer side of the style image when its Gram matrices are taken (default `size`)
     pooling:    VGG19's pooling, "max" (default, as the network was trained) or "avg"
@@ -332,7 +359,8 @@ def train(style, *, data=None, size=DEFAULT_SIZE, batch=DEFAULT_BATCH, iters=DEF
         "residual_blocks": _int("the number of residual blocks", residual_blocks, 0),
         "seed": _int("the seed", seed, 0),
         "content_weight": _float("the content weight", content_weight),
-        "style_weight": _float("the style weight", style_weight),
+        "style_weight": (_float("the style weight", style_weight) if style_weight is not None
+                         else DEFAULT_STYLE_WEIGHT_PER_PIXEL * size * size),
         "tv_weight": _float("the total-variation weight", tv_weight),
         "content_layers": list(_layers("content", content_layers)),
         "style_layers": list(_layers("style", style_layers)),
@@ -374,6 +402,12 @@ def train(style, *, data=None, size=DEFAULT_SIZE, batch=DEFAULT_BATCH, iters=DEF
     opts["style_digest"] = _digest_array(np.asarray(style_img))
 
     resumed = load_checkpoint(resume) if resume is not None else None
+    warnings = []
+    crops = PhotoCrops(data, size=size, seed=opts["seed"],
+                       warn=(log or warnings.append))
+    opts["data"] = "bundled" if data is None else os.fspath(data)
+    opts["data_digest"] = hashlib.sha256("\n".join(os.path.relpath(p, crops.folder) for p in crops.photos)
+                                         .encode()).hexdigest()[:16]
 
     if vgg is None:
         from handnst.networks.vgg import load_vgg19
@@ -382,12 +416,7 @@ def train(style, *, data=None, size=DEFAULT_SIZE, batch=DEFAULT_BATCH, iters=DEF
         raise InputError("the given VGG19 has another pooling or backend than the options")
     opts["weights"] = vgg.source
     opts["weights_digest"] = _digest_file(vgg.source) if vgg.source and os.path.isfile(str(vgg.source)) else str(vgg.source)
-    warnings = []
-    crops = PhotoCrops(data, size=size, seed=opts["seed"], convention=vgg.convention,
-                       warn=(log or warnings.append))
-    opts["data"] = "bundled" if data is None else os.fspath(data)
-    opts["data_digest"] = hashlib.sha256("\n".join(os.path.relpath(p, crops.folder) for p in crops.photos)
-                                         .encode()).hexdigest()[:16]
+    crops.convention = vgg.convention
 
     net = TransformNet(opts["width"], opts["residual_blocks"], seed=opts["seed"], backend=backend)
     adam = Adam(net.params, lr=opts["lr"])
@@ -413,6 +442,10 @@ def train(style, *, data=None, size=DEFAULT_SIZE, batch=DEFAULT_BATCH, iters=DEF
         elapsed0 = resumed["elapsed"]
         if start >= opts["iters"]:
             raise InputError(f"the checkpoint is at step {start} already; give --iters larger than {start} to go on")
+    else:
+        state = crops.state()                    # the first batch, drawn again by step 1
+        calibrate_output(net, to_device(crops.batch(opts["batch"]), backend))
+        crops.set_state(state)
 
     style_x = to_device(_image.preprocess(style_img, None, vgg.convention), backend)
     loss = PerceptualLoss(vgg, style_x, size, content_layers=opts["content_layers"],
