@@ -29,7 +29,9 @@ pixels and 4x the content loss: the same alpha and beta paint less. Two conventi
                      optimizes exactly the paper's objective at the final size.
   "size-invariant"   alpha * P_ref / P_level at every size, with P_ref = 256 x 256: the content term
                      becomes a per-pixel average (times 256^2), so the same alpha and beta give the
-                     same look at any --size; at 256 x 256 it is the paper's objective.
+                     same look at any --size; at 256 x 256 it is the paper's objective. The
+                     style's Gram matrices are taken per position too (A^l M_x / M_a), so a
+                     --style-size that differs from --size does not change the balance either.
 
 The style image is scaled with the content at every level (its longer side times level / final), so
 its Gram matrices keep the same relation to the picture's. TV is left as it is: for a smooth
