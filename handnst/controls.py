@@ -11,7 +11,9 @@ Shechtman, CVPR 2017) separates three things a painting's style mixes together:
            from the masked part of it (section 4; the guided Gram matrices of losses.py).
   scale    style_scale: the style image at F times the content's size. The network's receptive
            fields are fixed in pixels, so a larger style image gives larger brush strokes and motifs
-           in the picture (section 6).
+           in the picture (section 6). Its Gram matrices are then taken per position
+           (StyleTransferLoss's targets_per_position): the paper's sums over the style's positions
+           would also make a larger style count for more, which is not what the scale should change.
 
 Everything here runs on the host, on PIL images and masks, before the network exists: the run then
 sees ordinary (content, style) pictures, or guided regions.

@@ -29,7 +29,9 @@ pixels and 4x the content loss: the same alpha and beta paint less. Two conventi
                      optimizes exactly the paper's objective at the final size.
   "size-invariant"   alpha * P_ref / P_level at every size, with P_ref = 256 x 256: the content term
                      becomes a per-pixel average (times 256^2), so the same alpha and beta give the
-                     same look at any --size; at 256 x 256 it is the paper's objective.
+                     same look at any --size; at 256 x 256 it is the paper's objective. The
+                     style's Gram matrices are taken per position too (A^l M_x / M_a), so a
+                     --style-size that differs from --size does not change the balance either.
 
 The style image is scaled with the content at every level (its longer side times level / final), so
 its Gram matrices keep the same relation to the picture's. TV is left as it is: for a smooth
@@ -106,17 +108,10 @@ def content_weight_at(alpha, level_hw, normalization=DEFAULT_NORMALIZATION, fina
     return alpha * (final_hw[0] * final_hw[1]) / pixels
 
 
-def scaled_size(size, level, final):
-    """A side that follows the content's: `size` (e.g. the style's longer side) at a level of longer
-    side `level` in a run whose final longer side is `final`. None stays None."""
-    if size is None:
-        return None
-    return max(1, round(size * level / final))
-
-
 def upsample(array, height, width, bounds=None):
     """A level's picture (host (3, h, w), the network's input space) brought to (height, width) for
-    the next level: bilinear (the optimizer sharpens it at once), clipped to the pixel box."""
+    the next level: bilinear (the next level's optimization puts the detail back), clipped to the
+    pixel box."""
     out = resize_bilinear(array, height, width).astype(np.float32)
     if bounds is not None:
         out = np.clip(out, bounds[0], bounds[1])
@@ -176,6 +171,7 @@ def plan_run(size, start_size, level_factor, iters, level_iters, normalization):
 
 
 def plan_options(plan, start_size, level_factor):
+    """The plan as report options: start size, factor, and every level's size and iterations."""
     if not plan:
         return {"start_size": None}
     return {"start_size": start_size, "level_factor": level_factor, "level_sizes": [p[0] for p in plan],
@@ -218,5 +214,6 @@ def run_plan(plan, run_level, opts):
     return dataclasses.replace(result, options=public)
 
 
-__all__ = ["level_progress", "plan_run", "plan_options", "shared_net", "with_level", "run_plan", "upsample", "run_levels", "NORMALIZATIONS", "DEFAULT_NORMALIZATION", "REFERENCE_PIXELS", "DEFAULT_LEVEL_FACTOR",
-           "MIN_LEVEL_ITERS", "level_sizes", "level_iterations", "content_weight_at", "scaled_size"]
+__all__ = ["NORMALIZATIONS", "DEFAULT_NORMALIZATION", "REFERENCE_PIXELS", "DEFAULT_LEVEL_FACTOR", "MIN_LEVEL_ITERS",
+           "level_sizes", "level_iterations", "content_weight_at", "upsample", "run_levels", "plan_run",
+           "plan_options", "shared_net", "level_progress", "with_level", "run_plan"]

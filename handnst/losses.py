@@ -348,6 +348,12 @@ class StyleTransferLoss:
     style=None with no style layers gives content reconstruction. The targets P^l and A^l are
     computed once, here.
 
+    targets_per_position: take each style's Gram matrix per position, A^l M_x^l / M_a^l (M_x, M_a the
+    positions of x's and the style's maps), instead of as it is. The paper's A^l is a sum over the
+    style's positions, so a style image larger than x asks for larger feature correlations, not just
+    larger motifs; per position, the style's size changes only the scale of its motifs (scale
+    control). With a style of x's size the two are the same.
+
     Spatial control: `regions`, instead of `style`, is a list of (content_mask, style_image) or
     (content_mask, style_image, style_mask): host masks of shape (H, W) with weights in 0..1, the
     content masks at x's size and together covering it, each style mask at its image's size. The
@@ -356,8 +362,10 @@ class StyleTransferLoss:
 
     def __init__(self, net, content, style, *, content_layers=DEFAULT_CONTENT_LAYERS,
                  style_layers=DEFAULT_STYLE_LAYERS, style_layer_weights=None, alpha=1.0, beta=1e3,
-                 tv_weight=0.0, tv_exponent=2.0, style_blend_weights=None, regions=None):
+                 tv_weight=0.0, tv_exponent=2.0, style_blend_weights=None, regions=None,
+                 targets_per_position=False):
         self.net = net
+        self.targets_per_position = bool(targets_per_position)
         self.content_layers = tuple(dict.fromkeys(canonical_layer(n) for n in content_layers))
         self.style_layers = tuple(dict.fromkeys(canonical_layer(n) for n in style_layers))
         self.alpha = _check_weight("the content weight (alpha)", alpha)
@@ -412,6 +420,9 @@ class StyleTransferLoss:
                 feats = net.forward(img, self.style_layers, layout="matrix")
                 for n in self.style_layers:
                     G = w_s * gram_matrix(feats[n])
+                    if self.targets_per_position:       # A / M_a: times x's M at every evaluation
+                        h, w = net.map_shape(n)
+                        G /= float(h * w)
                     self.gram_targets[n] = G if n not in self.gram_targets else self.gram_targets[n] + G
         self.layers = tuple(dict.fromkeys(self.content_layers + self.style_layers))
         self.last_parts = None
@@ -492,7 +503,8 @@ class StyleTransferLoss:
             for n in self.style_layers:
                 weight = self.beta * self.style_layer_weights[n]
                 if self.region_targets is None:
-                    value, cache = style_layer_loss(feats[n], self.gram_targets[n], M=sizes[n])
+                    A = self.gram_targets[n] * float(sizes[n]) if self.targets_per_position else self.gram_targets[n]
+                    value, cache = style_layer_loss(feats[n], A, M=sizes[n])
                 else:
                     value, cache = 0.0, []
                     for t, A in self.region_targets[n]:

@@ -211,7 +211,8 @@ def _run(*, content_img, style_imgs, content_layers, style_layers, size_hw, opti
         style_layer_weights=options.get("style_layer_weights"),
         alpha=options["content_weight"] if alpha is None else alpha, beta=options["style_weight"],
         tv_weight=options["tv_weight"], tv_exponent=options["tv_exponent"],
-        style_blend_weights=options.get("style_blend_weights"), regions=guided)
+        style_blend_weights=options.get("style_blend_weights"), regions=guided,
+        targets_per_position=options.get("style_scale") is not None or options.get("normalization") == "size-invariant")
 
     lo, hi = _image.pixel_bounds(convention)
     bounds = (lo.reshape(3, 1, 1), hi.reshape(3, 1, 1))   # one box per channel, broadcast over pixels

@@ -70,7 +70,7 @@ def test_texture_coarse_to_fine(runs):
 
 def test_style_scale_sizes_the_style_from_the_content(runs):
     transfer.stylize(CONTENT, STYLE, size=64, iters=3, style_scale=2.0)
-    assert max(runs[-1]["style_imgs"][0].size) == 128
+    assert max(runs[-1]["style_imgs"][0].size) == 128 and runs[-1]["options"]["style_scale"] == 2.0
     transfer.stylize(CONTENT, STYLE, size=128, start_size=64, iters=3, style_scale=0.5)
     assert [max(c["style_imgs"][0].size) for c in runs[-2:]] == [32, 64]
     with pytest.raises(InputError, match="a larger --start-size: the style needs a longer side of 22"):

@@ -166,3 +166,25 @@ def test_bad_regions_are_clear_errors():
     texture = losses.StyleTransferLoss(net, None, None, content_layers=(), regions=[(left, style), (right, style)])
     with pytest.raises(InputError, match="region masks are"):
         texture(np.zeros((3, 20, 24)))
+
+
+def test_targets_per_position_rescale_the_gram_target_by_the_number_of_positions():
+    net = random_net(0, "avg", "float64")
+    r = np.random.default_rng(6)
+    content, x = r.uniform(-100, 100, (3, 24, 20)), r.uniform(-100, 100, (3, 24, 20))
+    same, big = r.uniform(-100, 100, (3, 24, 20)), r.uniform(-100, 100, (3, 50, 38))
+    # a style of x's size: the same objective
+    assert losses.StyleTransferLoss(net, content, same, targets_per_position=True)(x)[0] == pytest.approx(
+        losses.StyleTransferLoss(net, content, same)(x)[0], rel=1e-12)
+    # a larger style: E_l with A * M_x / M_a, written out from (C, h, w) responses
+    loss = losses.StyleTransferLoss(net, content, big, targets_per_position=True, alpha=0.0)
+    fx, fs = net.forward(x, STYLE), net.forward(big, STYLE)
+    want = 0.0
+    for name in STYLE:
+        F = fx[name].reshape(fx[name].shape[0], -1)
+        S = fs[name].reshape(fs[name].shape[0], -1)
+        N, M = F.shape
+        want += 0.2 * np.sum((F @ F.T - (M / S.shape[1]) * (S @ S.T)) ** 2) / (4 * N ** 2 * M ** 2)
+    value, grad = loss(x)
+    assert loss.parts(x)["style"] == pytest.approx(want, rel=1e-12)
+    assert check_gradient(loss.value, x, grad, entries=6, directions=2, h=1e-3) <= OBJECTIVE_TOLERANCE
