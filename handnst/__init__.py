@@ -10,6 +10,8 @@ The public API:
     result.image.save("out.png")
     net = handnst.TransformNet(width=32, residual_blocks=5)   # feed-forward style transfer
     y = net.forward(batch); dx, grads = net.backward(dy)      # batch (N, 3, H, W)
+    result = handnst.train("painting.jpg", size=128, iters=500)  # trains one (result.net)
+    picture = handnst.apply("model.h5", "photo.jpg")            # one forward pass
 """
 
 __version__ = "0.1.0"
@@ -25,6 +27,8 @@ _LAZY = {
     "texture": "handnst.transfer",
     "grid": "handnst.transfer",
     "Result": "handnst.transfer",
+    "train": "handnst.train",
+    "apply": "handnst.apply",
     "TransformNet": "handnst.networks.transform",
     "load_transform_net": "handnst.networks.transform",
 }

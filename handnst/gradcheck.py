@@ -391,7 +391,7 @@ def transform_net_checks(backend="numpy", seed=0):
 
 
 def loss_checks(backend="numpy", seed=0):
-    """The content, style (with its Gram matrix) and TV losses, each on its own, paper's gradients."""
+    """The content, style (with its Gram matrix), TV and guided style losses, each on its own, paper's gradients."""
     xp = get_xp(backend)
     rng = np.random.default_rng(seed + 7)
     F = xp.asarray(rng.uniform(0.05, 1.0, size=(6, 11)))     # positive: a rectified response
@@ -411,14 +411,25 @@ def loss_checks(backend="numpy", seed=0):
         grad = losses.tv_loss_backward(losses.tv_loss(x, p)[1])
         return check_gradient(lambda z: losses.tv_loss(z, p)[0], x, grad, seed=seed)
 
+    # Guided Gram (spatial control): a soft mask with a zero stretch, and a wider M than F's columns
+    # (as on the network's padded layout, where M counts only the real positions).
+    t = xp.asarray(np.clip(rng.uniform(-0.3, 1.0, size=11), 0.0, 1.0))
+    A_r = losses.guided_gram_matrix(xp.asarray(rng.uniform(0.0, 1.0, size=(6, 11))), t)
+
+    def guided():
+        grad = losses.guided_style_layer_loss_backward(losses.guided_style_layer_loss(F, t, A_r, M=13)[1])
+        return check_gradient(lambda z: losses.guided_style_layer_loss(z, t, A_r, M=13)[0], F, grad, seed=seed)
+
     return [("content loss", content, LAYER_TOLERANCE),
             ("style loss (Gram)", style, LAYER_TOLERANCE),
             ("total variation p=2", lambda: tv(2.0), LAYER_TOLERANCE),
-            ("total variation p=2.5", lambda: tv(2.5), LAYER_TOLERANCE)]
+            ("total variation p=2.5", lambda: tv(2.5), LAYER_TOLERANCE),
+            ("guided style loss (guided Gram)", guided, LAYER_TOLERANCE)]
 
 
 def objective_checks(backend="numpy", seed=0, weights_path=None):
-    """The whole objective through VGG19 (content conv4_2, style conv1_1..conv5_1, TV), float64."""
+    """The whole objective through VGG19 (content conv4_2, style conv1_1..conv5_1, TV), float64; and the
+    same with two guided regions instead of one style (spatial control)."""
     from handnst import weights
     from handnst.networks import vgg
 
@@ -445,11 +456,41 @@ def objective_checks(backend="numpy", seed=0, weights_path=None):
         value, grad = loss(x)
         return check_gradient(loss.value, x, grad, entries=12, directions=4, h=1e-3, seed=seed)
 
+    def check_regions():
+        if "net" not in state:
+            state["net"], state["kind"] = build()
+        net = state["net"]
+        net.pooling = "avg"
+        loss, x = region_objective(net, seed)
+        value, grad = loss(x)
+        return check_gradient(loss.value, x, grad, entries=12, directions=4, h=1e-3, seed=seed)
+
     def label(p):
         return lambda: f"objective through VGG19, {p} pooling ({state.get('kind', 'weights')})"
 
     return [(label("avg"), lambda: check("avg"), OBJECTIVE_TOLERANCE),
-            (label("max"), lambda: check("max"), OBJECTIVE_TOLERANCE)]
+            (label("max"), lambda: check("max"), OBJECTIVE_TOLERANCE),
+            (lambda: f"objective with two guided regions, avg pooling ({state.get('kind', 'weights')})",
+             check_regions, OBJECTIVE_TOLERANCE)]
+
+
+def region_objective(net, seed=0, shape=(20, 18)):
+    """A small objective with spatial control: two soft regions (left/right with a blended seam) of
+    x, each styled by its own image, the second under a style mask. Returns (loss, x)."""
+    xp = net.xp
+    rng = np.random.default_rng(seed + 5)
+    H, W = shape
+    left = np.clip((W / 2 + 2 - np.arange(W)) / 4.0, 0.0, 1.0) * np.ones((H, 1))
+    style_mask = np.zeros((22, 17))
+    style_mask[3:19, 2:15] = 1.0
+
+    def image(h, w):
+        return xp.asarray(rng.uniform(-100, 100, size=(3, h, w)))
+
+    content, x = image(H, W), image(H, W)
+    regions = [(left, image(18, 21)), (1.0 - left, image(22, 17), style_mask)]
+    loss = losses.StyleTransferLoss(net, content, None, alpha=1.0, beta=1e3, tv_weight=1e-2, regions=regions)
+    return loss, x
 
 
 def _quiet_find():

@@ -18,7 +18,9 @@ def _add_bench_parser(sub):
         description="Seconds, GFLOP/s and percentage of this machine's sgemm for one evaluation (forward to\n"
                     "conv5_1 and backward to the pixels) of the default objective, per image size.",
         formatter_class=_formatter,
-        epilog="examples:\n  handnst bench\n  handnst bench --size 256x192 --repeat 9 --json bench.json\n",
+        epilog="examples:\n  handnst bench\n  handnst bench --size 256x192 --repeat 9 --json bench.json\n"
+               "  handnst bench --transform        # the feed-forward network: apply 512x384 and one training\n"
+               "                                   # step (4 x 128x128), next to PyTorch where it is installed\n",
     )
     add_cli_arguments(p)
 
@@ -48,6 +50,10 @@ def add_cli_arguments(parser):
     parser.add_argument("--in-process", action="store_true",
                         help="run every size in this process instead of a fresh one each "
                              "(faster to start, but the memory peaks then mix)")
+    parser.add_argument("--transform", action="store_true",
+                        help="time the feed-forward network instead (handnst train/apply): applying the width-32 "
+                             "network to 512x384 and one training step of 4 crops of 128x128, and the same in "
+                             "PyTorch in this process if it is installed (--repeat rounds, default 5)")
     parser.add_argument("--json", metavar="PATH", nargs="?", const="-",
                         help="also write every number as JSON to PATH (only JSON, on stdout, with no PATH)")
 
@@ -64,10 +70,12 @@ def _check_writable(path):
 
 def run_cli(args):
     """Run `handnst bench` from parsed arguments; returns the exit code."""
-    sizes = [parse_size(s) for s in args.size] if args.size else list(DEFAULT_SIZES)
     to_stdout = args.json == "-"
     if args.json and not to_stdout:
         _check_writable(args.json)     # before the run, not after a minute of work
+    if getattr(args, "transform", False):
+        return _run_transform(args, to_stdout)
+    sizes = [parse_size(s) for s in args.size] if args.size else list(DEFAULT_SIZES)
     report = run_benchmark(sizes, device=args.device, dtype=args.dtype, repeat=args.repeat, warmup=args.warmup,
                            weights=args.weights, isolate=not args.in_process, conv=args.conv,
                            log=lambda line: print(line, file=sys.stderr, flush=True))
@@ -81,3 +89,24 @@ def run_cli(args):
             atomic_write_text(args.json, text + "\n")
     return 0
 
+
+
+def _run_transform(args, to_stdout):
+    from handnst import bench_transform
+    if args.device != "cpu":
+        raise InputError("--transform times the CPU (NumPy) path; leave out --device")
+    rounds = args.repeat if args.repeat != DEFAULT_REPEAT else bench_transform.DEFAULT_ROUNDS
+    if rounds < 1:
+        raise InputError("--repeat must be at least 1")
+    weights = None if args.weights is None else ("random" if args.weights == "random" else args.weights)
+    report = bench_transform.run(rounds=rounds, weights=weights,
+                                 log=lambda line: print(line, file=sys.stderr, flush=True))
+    text = json.dumps(report, indent=2)
+    if to_stdout:
+        print(text)
+    else:
+        print(bench_transform.format_report(report))
+        if args.json:
+            from handnst.fileio import atomic_write_text
+            atomic_write_text(args.json, text + "\n")
+    return 0
