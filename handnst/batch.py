@@ -336,7 +336,9 @@ def _load_weights(path):
     from handnst.weights import ensure_weights, load_weights
     source = ensure_weights(path)
     params, meta = load_weights(source)
-    return {"params": params, "meta": meta, "source": source}
+    st = os.stat(source)
+    key = f"{os.path.abspath(source)}:{st.st_size}:{st.st_mtime_ns}"   # lets workers keep their network
+    return {"params": params, "meta": meta, "source": source, "key": key}
 
 
 class _Bar:

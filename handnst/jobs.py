@@ -56,17 +56,21 @@ def _resolve_weights(weights):
 def _network(weights, pooling, device):
     """The VGG19 for this worker thread, built once from the broadcast weights and reused.
 
-    A network holds its scratch buffers, so each thread has its own; a batch with another pooling
-    or device (or other weights) replaces it.
+    A network holds its scratch buffers, so each thread has its own. It outlives a batch: the next
+    batch sent to a long-running worker with the same weights file (same "key": path, size, time)
+    reuses it, and skips the building and the first run's set-up (seconds). Another pooling, device
+    or weights file replaces it.
     """
     from handnst.networks.vgg import VGG19
+    ident = weights.get("key") or weights   # a payload without a key is known by identity
     cached = getattr(_local, "net", None)
-    if cached is not None and cached[0] is weights and cached[1:3] == (pooling, device):
+    if cached is not None and (cached[0] == ident if isinstance(ident, str) else cached[0] is ident) \
+            and cached[1:3] == (pooling, device):
         return cached[3]
     _local.net = None  # drop the old network before building the new one
     net = VGG19(weights["params"], convention=weights["meta"]["convention"], pooling=pooling,
                 backend=device, source=weights["source"])
-    _local.net = (weights, pooling, device, net)
+    _local.net = (ident, pooling, device, net)
     return net
 
 

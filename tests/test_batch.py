@@ -223,9 +223,10 @@ def test_bad_input_is_one_line_exit_2_before_any_cluster(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_command_runs_a_batch_then_resumes_it(real_weights_path, tmp_path):
+def test_the_command_runs_a_batch_on_a_running_cluster_then_resumes_it(client, real_weights_path, tmp_path):
+    # --scheduler: the module's cluster stands in for one started with `dask scheduler` / `dask worker`.
     args = ["--content", CONTENT, OTHER, "--style", STYLE, "-o", "out", "--size", "32", "--iters", "1",
-            "--workers", "2"]
+            "--scheduler", client.scheduler.address]
     proc = run_cli(args, tmp_path, real_weights_path)
     assert proc.returncode == 0, proc.stderr
     assert "2 done" in proc.stdout
@@ -236,10 +237,10 @@ def test_the_command_runs_a_batch_then_resumes_it(real_weights_path, tmp_path):
 
 
 @pytest.mark.slow
-def test_grid_with_workers_runs_its_cells_as_a_batch(real_weights_path, tmp_path):
+def test_grid_with_a_scheduler_runs_its_cells_as_a_batch(client, real_weights_path, tmp_path):
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", HANDNST_WEIGHTS=str(real_weights_path))
     proc = subprocess.run([sys.executable, "-m", "handnst", "grid", CONTENT, STYLE, "-o", "grid.png", "--ratios", "1e-3",
-                           "--size", "32", "--iters", "1", "--workers", "2", "--json", "grid.json"],
+                           "--size", "32", "--iters", "1", "--scheduler", client.scheduler.address, "--json", "grid.json"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert len(list((tmp_path / "grid_cells").glob("cell_*.png"))) == 5     # one per style-layer set
