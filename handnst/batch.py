@@ -13,8 +13,8 @@ How a batch travels:
   - A job is a plain dict: its kind ("stylize"), its name (the output's stem, "cat__swirls"), its
     input files by role, its options and the files it produces. handnst.jobs.JOB_KINDS maps a kind
     to the function that runs it on a worker; another kind of run (one `train` per style, say) is
-    one more function there and one more job builder here (like stylize_jobs), and everything else
-    (transfer, retries, resume, progress, the summary) is shared.
+    one more function there and one more job builder here (stylize_jobs, grid_jobs, train_jobs), and
+    everything else (transfer, retries, resume, progress, the summary) is shared.
   - Workers need no shared file system: the client reads every input file once and sends its
     bytes; a worker writes them to its own temporary folder, runs the job, and sends the results
     back as bytes; the client writes them into OUT_DIR, each file atomically, the JSON report last.
@@ -149,6 +149,31 @@ def stylize_jobs(contents, styles, options=None):
                 inputs["init"] = job_opts.pop("init")
             jobs.append({"kind": "stylize", "name": name, "inputs": inputs, "options": job_opts,
                          "outputs": [name + ".png"]})
+    return jobs
+
+
+def train_jobs(styles, options=None, data=None):
+    """One train job per style (files or folders): OUT_DIR/<style>.h5, the model `handnst apply` reads,
+    and <style>.json, train's report. options: handnst.train.train's keyword options (iters, size,
+    width, ...; checked by train itself on the workers). data: a folder of training photos, sent once
+    to the workers as a zip archive; None for the bundled photos, which every worker has."""
+    from handnst import train as T
+    opts = dict(options or {})
+    opts.setdefault("pooling", T.DEFAULT_POOLING)
+    opts.setdefault("device", "cpu")
+    jobs, names = [], {}
+    for style in find_images(styles, "style"):
+        name = _stem(style)
+        if name in names:
+            raise InputError(f"{names[name]!r} and {style!r} would both write {name}.h5; rename one of the files")
+        names[name] = style
+        inputs = {"style": style}
+        if data is not None:
+            if not os.path.isdir(data):
+                raise InputError(f"the training photos {data!r} are not a folder; give a folder of photographs")
+            inputs["data"] = data
+        jobs.append({"kind": "train", "name": name, "inputs": inputs, "options": opts, "outputs": [name + ".h5"],
+                     "folders": ["data"] if data is not None else []})
     return jobs
 
 
@@ -321,6 +346,9 @@ def _read_inputs(jobs):
             if path in data or path in errors:
                 continue
             try:
+                if os.path.isdir(path):
+                    data[path] = _zip_folder(path)
+                    continue
                 _check_readable_file(path)
                 with open(path, "rb") as fh:
                     data[path] = fh.read()
@@ -331,12 +359,29 @@ def _read_inputs(jobs):
     return data, errors
 
 
+def _zip_folder(folder):
+    """A folder's files (hidden ones left out) as the bytes of one zip archive (stored, not compressed:
+    photographs do not shrink)."""
+    import io
+    import zipfile
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        for root, dirs, files in os.walk(folder):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(f for f in files if not f.startswith(".")):
+                path = os.path.join(root, name)
+                archive.write(path, os.path.relpath(path, folder))
+    return buffer.getvalue()
+
+
 def _load_weights(path):
     """The weights payload broadcast to the workers: the client's file, read and checked once."""
     from handnst.weights import ensure_weights, load_weights
     source = ensure_weights(path)
     params, meta = load_weights(source)
-    return {"params": params, "meta": meta, "source": source}
+    st = os.stat(source)
+    key = f"{os.path.abspath(source)}:{st.st_size}:{st.st_mtime_ns}"   # lets workers keep their network
+    return {"params": params, "meta": meta, "source": source, "key": key}
 
 
 class _Bar:
@@ -531,5 +576,5 @@ def _write_outputs(job, result, out_dir):
     _write_json(report_path(job, out_dir), report)
 
 
-__all__ = ["find_images", "stylize_jobs", "grid_jobs", "grid_picture", "check_stylize_options", "run_batch", "is_complete",
+__all__ = ["find_images", "stylize_jobs", "train_jobs", "grid_jobs", "grid_picture", "check_stylize_options", "run_batch", "is_complete",
            "plan_local_cluster", "start_local_cluster", "require_dask", "SUMMARY_NAME"]

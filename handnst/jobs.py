@@ -7,9 +7,8 @@ the client to write (handnst.batch).
 
 JOB_KINDS maps a job's kind to the function that runs it. A kind takes the inputs (as files in a
 private temporary folder), the job's options and the worker's network, and returns its output
-files' bytes and its JSON report. "stylize" is handnst.transfer.stylize; a "train" kind (one
-transformation network per style) is one more such function, taking the style image and the
-training photos and returning the network's weights file, plus a job builder in handnst.batch.
+files' bytes and its JSON report: "stylize" is handnst.transfer.stylize, "train" is
+handnst.train.train (the style image, and the training photos as a folder, in; the model file out).
 """
 
 import io
@@ -18,6 +17,7 @@ import socket
 import tempfile
 import threading
 import time
+import zipfile
 
 from handnst.errors import HandnstError, RunError
 
@@ -56,17 +56,21 @@ def _resolve_weights(weights):
 def _network(weights, pooling, device):
     """The VGG19 for this worker thread, built once from the broadcast weights and reused.
 
-    A network holds its scratch buffers, so each thread has its own; a batch with another pooling
-    or device (or other weights) replaces it.
+    A network holds its scratch buffers, so each thread has its own. It outlives a batch: the next
+    batch sent to a long-running worker with the same weights file (same "key": path, size, time)
+    reuses it, and skips the building and the first run's set-up (seconds). Another pooling, device
+    or weights file replaces it.
     """
     from handnst.networks.vgg import VGG19
+    ident = weights.get("key") or weights   # a payload without a key is known by identity
     cached = getattr(_local, "net", None)
-    if cached is not None and cached[0] is weights and cached[1:3] == (pooling, device):
+    if cached is not None and (cached[0] == ident if isinstance(ident, str) else cached[0] is ident) \
+            and cached[1:3] == (pooling, device):
         return cached[3]
     _local.net = None  # drop the old network before building the new one
     net = VGG19(weights["params"], convention=weights["meta"]["convention"], pooling=pooling,
                 backend=device, source=weights["source"])
-    _local.net = (weights, pooling, device, net)
+    _local.net = (ident, pooling, device, net)
     return net
 
 
@@ -86,10 +90,25 @@ def _stylize_job(paths, options, net):
     return {"image": buffer.getvalue()}, result.report()
 
 
+def _train_job(paths, options, net):
+    """Kind "train": one transformation network for one style (handnst.train), its model file out.
+
+    The training photos are the bundled ones unless the job carries a "data" folder."""
+    from handnst import train
+    result = train.train(paths["style"], data=paths.get("data"), vgg=net,
+                         **{k: v for k, v in options.items() if k not in ("device", "pooling", "data")},
+                         pooling=options["pooling"], device=options["device"])
+    if result.stopped == "interrupted" or result.step == result.resumed_from:
+        raise RunError("the training was interrupted on its worker")
+    model = os.path.join(os.path.dirname(paths["style"]), "model.h5")
+    result.net.save(model, attrs=train.model_attributes(result))
+    with open(model, "rb") as fh:
+        return {"model": fh.read()}, result.report()
+
+
 # kind -> function(paths by role, options, network) -> ({output role: bytes}, report). A new kind
-# (e.g. "train": the style image and the training photos in, the transformation network's file
-# out) is one function here and a job builder next to stylize_jobs.
-JOB_KINDS = {"stylize": _stylize_job}
+# is one function here and a job builder in handnst.batch (like stylize_jobs, train_jobs).
+JOB_KINDS = {"stylize": _stylize_job, "train": _train_job}
 
 
 def _one_line(exc):
@@ -113,10 +132,14 @@ def run_job(job, inputs, weights):
     with tempfile.TemporaryDirectory(prefix="handnst-job-") as folder:
         paths, shown = {}, {}
         for role, (original, data) in inputs.items():
-            path = os.path.join(folder, role, os.path.basename(original))
+            path = os.path.join(folder, role, os.path.basename(os.path.normpath(original)))
             os.makedirs(os.path.dirname(path))
-            with open(path, "wb") as fh:
-                fh.write(data)
+            if role in job.get("folders", ()):      # a folder travels as one zip archive
+                with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                    archive.extractall(path)
+            else:
+                with open(path, "wb") as fh:
+                    fh.write(data)
             paths[role], shown[path] = path, original
         try:
             net = _network(weights, job["options"].get("pooling", "avg"), job["options"].get("device", "cpu"))
@@ -132,11 +155,11 @@ def run_job(job, inputs, weights):
             out.update(error=f"{type(exc).__name__}: {_one_line(exc)}")
         else:
             opts = report.get("options", {})
-            for role, key in (("content", "content"), ("init", "init")):
-                if role in inputs and key in opts:
-                    opts[key] = inputs[role][0]
-            if "style" in inputs and "styles" in opts:
-                opts["styles"] = [inputs["style"][0]]
+            for key, value in opts.items():   # the user's paths in the report, not the worker's copies
+                if isinstance(value, str) and value in shown:
+                    opts[key] = shown[value]
+                elif isinstance(value, list):
+                    opts[key] = [shown.get(v, v) if isinstance(v, str) else v for v in value]
             opts["weights"] = weights["source"]
             out.update(status="done", files={job["outputs"][i]: data for i, data in enumerate(files.values())},
                        report=report, exit_code=0)

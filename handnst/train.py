@@ -389,15 +389,21 @@ def train(style, *, data=None, size=DEFAULT_SIZE, batch=DEFAULT_BATCH, iters=DEF
     get_xp(backend)
     opts["device"] = "gpu" if backend == "cupy" else "cpu"
 
-    style_img = _image.load_image(style)
+    try:
+        style_img = _image.load_image(style)
+    except InputError as exc:
+        raise InputError(f"the style image: {exc}") from None
     style_img = _image.resize_longer(style_img, opts["style_size"])
     if min(style_img.size) < need:
         raise InputError(f"the style image is {style_img.size[0]}x{style_img.size[1]} pixels at --style-size "
                          f"{opts['style_size']}; the chosen layers need at least {need} pixels a side")
     preview_img = None
     if save_every is not None:
-        preview_img = _image.resize_longer(_image.load_image(preview if preview is not None
-                                                             else _image.sample_path("chelsea")), PREVIEW_SIZE)
+        try:
+            preview_img = _image.load_image(preview if preview is not None else _image.sample_path("chelsea"))
+        except InputError as exc:
+            raise InputError(f"the --preview photo: {exc}") from None
+        preview_img = _image.resize_longer(preview_img, PREVIEW_SIZE)
     opts["style"] = os.fspath(style) if isinstance(style, (str, os.PathLike)) else f"<{type(style).__name__}>"
     opts["style_digest"] = _digest_array(np.asarray(style_img))
 

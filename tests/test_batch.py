@@ -171,6 +171,30 @@ def test_a_grid_run_as_a_batch_is_the_grid_run_here(client, net, real_weights_pa
                                   np.asarray(here))
 
 
+@pytest.mark.slow
+def test_train_jobs_give_the_networks_that_training_here_gives(client, real_weights_path, tmp_path):
+    from handnst import train
+    from handnst.networks.transform import load_transform_net
+    from handnst.networks.vgg import load_vgg19
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for path in (CONTENT, OTHER):
+        Image.open(path).save(photos / (os.path.basename(path)[:-4] + ".png"))
+    tiny = dict(size=32, batch=2, width=4, residual_blocks=1, iters=2, seed=5)
+    jobs = batch.train_jobs([STYLE], tiny, data=str(photos))
+    assert [j["outputs"] for j in jobs] == [["swirls.h5"]]
+    summary = batch.run_batch(jobs, str(tmp_path / "out"), weights=real_weights_path, client=client)
+    assert summary["exit_code"] == 0, summary
+    here = train.train(STYLE, data=str(photos), vgg=load_vgg19(real_weights_path, pooling=train.DEFAULT_POOLING),
+                       **tiny)
+    there = load_transform_net(str(tmp_path / "out" / "swirls.h5"))
+    assert sorted(there.params) == sorted(here.net.params)
+    for name, value in here.net.params.items():
+        np.testing.assert_array_equal(there.params[name], value, err_msg=name)
+    report = json.loads((tmp_path / "out" / "swirls.json").read_text())
+    assert report["options"]["style"] == STYLE and report["options"]["data"] == str(photos)
+
+
 def _die_once(job, inputs, weights, *, victim, marker):
     """Test hook around run_job: the first worker to start `victim` writes its pid and dies at once."""
     if job["name"] == victim and not os.path.exists(marker):
@@ -223,9 +247,10 @@ def test_bad_input_is_one_line_exit_2_before_any_cluster(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_command_runs_a_batch_then_resumes_it(real_weights_path, tmp_path):
+def test_the_command_runs_a_batch_on_a_running_cluster_then_resumes_it(client, real_weights_path, tmp_path):
+    # --scheduler: the module's cluster stands in for one started with `dask scheduler` / `dask worker`.
     args = ["--content", CONTENT, OTHER, "--style", STYLE, "-o", "out", "--size", "32", "--iters", "1",
-            "--workers", "2"]
+            "--scheduler", client.scheduler.address]
     proc = run_cli(args, tmp_path, real_weights_path)
     assert proc.returncode == 0, proc.stderr
     assert "2 done" in proc.stdout
@@ -236,16 +261,33 @@ def test_the_command_runs_a_batch_then_resumes_it(real_weights_path, tmp_path):
 
 
 @pytest.mark.slow
-def test_grid_with_workers_runs_its_cells_as_a_batch(real_weights_path, tmp_path):
+def test_grid_with_a_scheduler_runs_its_cells_as_a_batch(client, real_weights_path, tmp_path):
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", HANDNST_WEIGHTS=str(real_weights_path))
     proc = subprocess.run([sys.executable, "-m", "handnst", "grid", CONTENT, STYLE, "-o", "grid.png", "--ratios", "1e-3",
-                           "--size", "32", "--iters", "1", "--workers", "2", "--json", "grid.json"],
+                           "--size", "32", "--iters", "1", "--scheduler", client.scheduler.address, "--json", "grid.json"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert len(list((tmp_path / "grid_cells").glob("cell_*.png"))) == 5     # one per style-layer set
     report = json.loads((tmp_path / "grid.json").read_text())
     assert [c["row"] for c in report["cells"]] == [0, 1, 2, 3, 4] and report["size"] == list(Image.open(
         tmp_path / "grid.png").size)
+
+
+@pytest.mark.slow
+def test_train_with_a_scheduler_trains_one_network_per_style(client, real_weights_path, tmp_path):
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", HANDNST_WEIGHTS=str(real_weights_path))
+    proc = subprocess.run([sys.executable, "-m", "handnst", "train", STYLE, OTHER, "-o", "models", "--size", "32",
+                           "--batch", "1", "--iters", "1", "--width", "4", "--residual-blocks", "1",
+                           "--scheduler", client.scheduler.address], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    from handnst.networks.transform import load_transform_net
+    for name in ("swirls", "coffee"):
+        assert load_transform_net(str(tmp_path / "models" / f"{name}.h5")).width == 4
+    refused = subprocess.run([sys.executable, "-m", "handnst", "train", STYLE, "-o", "models", "--resume",
+                              "--scheduler", client.scheduler.address], cwd=tmp_path, env=env, capture_output=True,
+                             text=True, timeout=120)
+    assert refused.returncode == 2 and "--resume" in refused.stderr and refused.stderr.count("\n") == 1
 
 
 @pytest.mark.slow

@@ -32,23 +32,31 @@ def _stylize_actions():
     return scratch._subparsers._group_actions[0].choices["stylize"]._actions
 
 
-def _add_cluster_options(p, grid=False):
-    """--workers N | --scheduler ADDRESS, for batch and for grid (whose cells then run as a batch)."""
+_WHERE_HELP = {
+    "batch": ("worker processes of the local cluster (default: one per core, fewer when the memory or the "
+              "number of jobs calls for it)",
+              "run on an existing Dask cluster, e.g. tcp://head:8786 (`dask scheduler` and `dask worker`, "
+              "dask-jobqueue, ...); its workers need handnst installed"),
+    "grid": ("run the cells as a batch on a local Dask cluster of N worker processes; the cells go to "
+             "OUT_cells/ and running the command again resumes (see handnst batch)",
+             "run the cells as a batch on an existing Dask cluster, e.g. tcp://head:8786"),
+    "train": ("train one network per STYLE as a batch on a local Dask cluster of N worker processes; -o is "
+              "then a folder (OUT/<style>.h5 and .json) and running the command again resumes",
+              "train one network per STYLE as a batch on an existing Dask cluster, e.g. tcp://head:8786"),
+}
+
+
+def _add_cluster_options(p, what="batch"):
+    """--workers N | --scheduler ADDRESS, for batch, and for grid and train (which then run as a batch)."""
+    workers_help, scheduler_help = _WHERE_HELP[what]
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=_positive_int, default=None, metavar="N",
-                       help="worker processes of the local cluster (default: one per core, fewer when "
-                            "the memory or the number of jobs calls for it)" if not grid else
-                            "run the cells as a batch on a local Dask cluster of N worker processes; the "
-                            "cells go to OUT_cells/ and running the command again resumes (see handnst batch)")
-    where.add_argument("--scheduler", metavar="ADDRESS",
-                       help="run on an existing Dask cluster, e.g. tcp://head:8786 (`dask scheduler` and "
-                            "`dask worker`, dask-jobqueue, ...); its workers need handnst installed" if not grid
-                            else "run the cells as a batch on an existing Dask cluster, e.g. tcp://head:8786")
+    where.add_argument("--workers", type=_positive_int, default=None, metavar="N", help=workers_help)
+    where.add_argument("--scheduler", metavar="ADDRESS", help=scheduler_help)
 
 
 def _add_grid_cluster_options(grid_parser):
     """Give `handnst grid` the batch's --workers and --scheduler."""
-    _add_cluster_options(grid_parser, grid=True)
+    _add_cluster_options(grid_parser, "grid")
     grid_parser.epilog += ("  handnst grid photo.jpg painting.jpg -o grid.png --workers 2      "
                            "20 cells on a local Dask cluster\n")
 
@@ -87,6 +95,12 @@ def _cmd_batch(args):
     if args.weights is not None:
         from handnst.weights import find_weights
         find_weights(args.weights)   # a named file that is not there: one line now, not after the cluster starts
+    return _run_and_report(args, jobs)
+
+
+def _run_and_report(args, jobs):
+    """Run the jobs into -o, print what became of them; the exit code."""
+    from handnst import batch
     log = None if args.quiet else (lambda line: print(f"handnst: {line}", file=sys.stderr, flush=True))
     summary = batch.run_batch(jobs, args.output, weights=args.weights, workers=args.workers,
                               scheduler=args.scheduler, progress=not args.quiet and sys.stderr.isatty(), log=log)
@@ -148,3 +162,25 @@ def _cmd_grid(args):
     print(f"wrote {args.output} ({picture.size[0]}x{picture.size[1]}, {len(jobs)} cells; their pictures and "
           f"reports are in {cells})")
     return 0
+
+
+def _cmd_train_batch(args):
+    """`handnst train STYLE [STYLE ...] -o OUT_DIR --workers N | --scheduler ADDRESS`: one network per
+    style, trained as a batch (handnst.batch.train_jobs). A batch resumes by skipping the styles whose
+    model is complete, so the single run's checkpoint options have no place here."""
+    from handnst import batch
+    from handnst.errors import InputError
+    batch.require_dask()
+    single = [name for name, value in (("--checkpoint", args.checkpoint), ("--checkpoint-every", args.checkpoint_every),
+                                       ("--resume", args.resume), ("--save-every", args.save_every),
+                                       ("--preview", args.preview), ("--json", args.json)) if value is not None]
+    if single:
+        raise InputError(f"{', '.join(single)} belong to a single training run, not to a batch: with --workers or "
+                         "--scheduler every style's model and report go to the -o folder, and running the same "
+                         "command again resumes")
+    options = {name: getattr(args, name) for name in (
+        "size", "batch", "iters", "lr", "width", "residual_blocks", "seed", "content_weight", "style_weight",
+        "tv_weight", "content_layers", "style_layers", "style_layer_weights", "style_size", "pooling", "device")}
+    jobs = batch.train_jobs(args.style, options, data=args.data)
+    batch.check_out_dir(args.output)
+    return _run_and_report(args, jobs)
