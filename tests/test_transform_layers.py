@@ -144,6 +144,10 @@ def test_instance_norm_fast_equals_naive(xp, shape):
     out_n, cache_n = L.instance_norm_forward_naive(x, scale, shift)
     out_f, cache_f = L.instance_norm_forward(x, scale, shift)
     close(out_f, out_n)
+    scratch = x.copy()
+    out_o, cache_o = L.instance_norm_forward(scratch, scale, shift, overwrite_x=True)
+    assert cache_o[0] is scratch                       # xhat lives in the input's memory
+    close(out_o, out_n)
     dout = xp.asarray(r.normal(size=shape))
     for got, want in zip(L.instance_norm_backward(dout, cache_f), L.instance_norm_backward_naive(dout, cache_n)):
         close(got, want, 1e-11)

@@ -196,7 +196,9 @@ class TransformNet:
             """instance norm (+ ReLU) of h; with `into`, written into that convolution's padded input,
             which is returned (else the normalized map)."""
             buf, view = padded_for(into, h.shape) if into else (None, None)
-            out, norm_cache = L.instance_norm_forward(h, p[f"{name}/scale"], p[f"{name}/shift"], out=view)
+            # h, a convolution's output, is needed by nothing else: normalized in its own memory
+            out, norm_cache = L.instance_norm_forward(h, p[f"{name}/scale"], p[f"{name}/shift"], out=view,
+                                                      overwrite_x=True)
             if relu:
                 xp.maximum(out, 0, out=out)
             if tape is not None:
