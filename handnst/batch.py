@@ -42,6 +42,7 @@ import math
 import os
 import sys
 import time
+import warnings
 
 from handnst.errors import InputError, RunError
 from handnst.jobs import WeightsPlugin, _keep, _one_line, run_job
@@ -156,7 +157,9 @@ def train_jobs(styles, options=None, data=None):
     """One train job per style (files or folders): OUT_DIR/<style>.h5, the model `handnst apply` reads,
     and <style>.json, train's report. options: handnst.train.train's keyword options (iters, size,
     width, ...; checked by train itself on the workers). data: a folder of training photos, sent once
-    to the workers as a zip archive; None for the bundled photos, which every worker has."""
+    to the workers as a zip archive through the scheduler, which holds it for the batch: fine for a
+    few thousand photos, not for all of COCO (give the workers their own copy and a job kind that
+    reads it, or a smaller sample); None for the bundled photos, which every worker has."""
     from handnst import train as T
     opts = dict(options or {})
     opts.setdefault("pooling", T.DEFAULT_POOLING)
@@ -506,8 +509,10 @@ def run_batch(jobs, out_dir, *, weights=None, workers=None, scheduler=None, clie
         plugin = f"handnst-weights-{token}"
         client.register_plugin(WeightsPlugin(payload, plugin), name=plugin)
         paths = sorted({p for job in runnable for p in job["inputs"].values()})
-        input_futures = {p: client.submit(_keep, data[p], pure=False, key=f"handnst-input-{i}-{token}")
-                         for i, p in enumerate(paths)}
+        with warnings.catch_warnings():   # inputs ride in the graph on purpose (see the module docstring)
+            warnings.filterwarnings("ignore", message="Large object", category=UserWarning)
+            input_futures = {p: client.submit(_keep, data[p], pure=False, key=f"handnst-input-{i}-{token}")
+                             for i, p in enumerate(paths)}
         futures = {}
         for job in runnable:
             inputs = {role: (path, input_futures[path]) for role, path in job["inputs"].items()}
