@@ -182,9 +182,8 @@ def _run(*, content_img, style_imgs, content_layers, style_layers, size_hw, opti
     content_img / style_imgs are host PIL images already resized (content None for texture, styles
     [] for reconstruction); size_hw is the output's (H, W). `options` holds the validated options.
     regions: (content mask, style PIL image, style mask or None) triples instead of style_imgs.
-    x0: a host array to start from instead of options' init (a coarse-to-fine level's start), or a
-        function x0(preprocess) -> array, given the function that takes a picture into VGG's space;
-    alpha: the content weight to use instead of options' (a level's, see levels.content_weight_at).
+    x0: a level's start instead of options' init: a host array, or x0(preprocess) -> array;
+    alpha: the content weight instead of options' (a level's, see levels.content_weight_at).
     """
     t_setup = time.perf_counter()
     backend = options["device_backend"]
@@ -370,12 +369,11 @@ def stylize(content, style=None, *, size=DEFAULT_SIZE, style_size=None, iters=DE
     content_img = _load_resized(content, size, "content image",
                                 _memory_guard(memory_check, all_layers, opts, "this stylization", len(sources)))
     side = max(content_img.size)
-    scale_hint = (lambda fits: f"use --style-scale {fits / side:.2f} or smaller") if style_scale else None
+    hint = (lambda fits: f"use --style-scale {fits / side:.2f} or smaller") if style_scale else \
+        "--style-size" if style_size else "--size"
+    guard = _memory_guard(memory_check, all_layers, opts, "this stylization", len(sources), hint)
     style_imgs = [_load_resized(s, style_side(side, style_size, style_scale) if (size or style_scale) else style_size,
-                                "style image", _memory_guard(memory_check, all_layers, opts, "this stylization",
-                                                             len(sources), scale_hint or ("--style-size" if style_size
-                                                                                          else "--size")))
-                  for s in sources]
+                                "style image", guard) for s in sources]
     init_img = _load_init(opts, content_img.size)
     masks = style_masks = None
     if regions:
