@@ -52,7 +52,8 @@ from handnst.image import initial_image
 from handnst.losses import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, StyleTransferLoss, parts_to_host
 from handnst.memory import available_memory, check_memory, estimate_memory, memory_breakdown, _memory_guard  # noqa: F401
 from handnst.levels import (DEFAULT_LEVEL_FACTOR, DEFAULT_NORMALIZATION, content_weight_at, plan_options,
-                            level_progress, plan_run, run_plan, shared_net, upsample, with_level)
+                            level_progress, plan_run, run_plan, shared_net, upsample, upsample_detail,
+                            with_level)
 from handnst.optimize import make_progress, minimize
 from handnst.options import (DEFAULT_CONTENT_WEIGHT, DEFAULT_DEVICE, DEFAULT_INIT, DEFAULT_ITERS,  # noqa: F401
                              DEFAULT_OPTIMIZER, DEFAULT_POOLING, DEFAULT_SEED, DEFAULT_SIZE, DEFAULT_STYLE_WEIGHT,
@@ -181,8 +182,8 @@ def _run(*, content_img, style_imgs, content_layers, style_layers, size_hw, opti
     content_img / style_imgs are host PIL images already resized (content None for texture, styles
     [] for reconstruction); size_hw is the output's (H, W). `options` holds the validated options.
     regions: (content mask, style PIL image, style mask or None) triples instead of style_imgs.
-    x0: a host array to start from instead of options' init (a coarse-to-fine level's start);
-    alpha: the content weight to use instead of options' (a level's, see levels.content_weight_at).
+    x0: a level's start instead of options' init: a host array, or x0(preprocess) -> array;
+    alpha: the content weight instead of options' (a level's, see levels.content_weight_at).
     """
     t_setup = time.perf_counter()
     backend = options["device_backend"]
@@ -221,6 +222,7 @@ def _run(*, content_img, style_imgs, content_layers, style_layers, size_hw, opti
     carrier = content if content is not None else xp.zeros((3, H, W), dtype=net.dtype)
     file_array = to_net(init_img) if init_img is not None else None
     if x0 is not None:
+        x0 = x0(lambda img: _image.preprocess(img, None, convention)) if callable(x0) else x0
         x0 = to_device(np.clip(x0, bounds[0], bounds[1]).astype(net.dtype), net.backend)
     else:
         x0 = initial_image(options["init_kind"], carrier, styles[0] if styles else (guided[0][1] if guided else None),
@@ -367,12 +369,11 @@ def stylize(content, style=None, *, size=DEFAULT_SIZE, style_size=None, iters=DE
     content_img = _load_resized(content, size, "content image",
                                 _memory_guard(memory_check, all_layers, opts, "this stylization", len(sources)))
     side = max(content_img.size)
-    scale_hint = (lambda fits: f"use --style-scale {fits / side:.2f} or smaller") if style_scale else None
+    hint = (lambda fits: f"use --style-scale {fits / side:.2f} or smaller") if style_scale else \
+        "--style-size" if style_size else "--size"
+    guard = _memory_guard(memory_check, all_layers, opts, "this stylization", len(sources), hint)
     style_imgs = [_load_resized(s, style_side(side, style_size, style_scale) if (size or style_scale) else style_size,
-                                "style image", _memory_guard(memory_check, all_layers, opts, "this stylization",
-                                                             len(sources), scale_hint or ("--style-size" if style_size
-                                                                                          else "--size")))
-                  for s in sources]
+                                "style image", guard) for s in sources]
     init_img = _load_init(opts, content_img.size)
     masks = style_masks = None
     if regions:
@@ -412,7 +413,8 @@ def stylize(content, style=None, *, size=DEFAULT_SIZE, style_size=None, iters=DE
         return _run(content_img=c, style_imgs=st, regions=reg, content_layers=content_layers,
                     style_layers=style_layers, size_hw=(Hk, Wk), net=net_for_levels(),
                     options=dict(opts, iters=level_iters_k or opts["iters"], level_content_weight=alpha),
-                    alpha=alpha, x0=None if previous is None else upsample(previous.array, Hk, Wk),
+                    alpha=alpha, x0=None if previous is None else lambda vgg: upsample_detail(
+                        previous.array, vgg(per_level[index - 1][0]), vgg(c)),
                     callback=with_level(callback, index + 1 if plan else None),
                     progress=level_progress(progress, plan), save_every=save_every if last else None,
                     frame_dir=frame_dir, on_frame=on_frame, colour_source=colour_source,

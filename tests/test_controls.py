@@ -28,7 +28,10 @@ def runs(monkeypatch):
     def fake_run(**kw):
         calls.append(kw)
         H, W = kw["size_hw"]
-        array = np.zeros((3, H, W), dtype=np.float32) if kw.get("x0") is None else kw["x0"]
+        x0 = kw.get("x0")
+        if callable(x0):        # a level's start, made from the pictures in VGG's space (here: all ones)
+            x0 = kw["x0"] = x0(lambda img: np.ones((3, img.size[1], img.size[0]), dtype=np.float32))
+        array = np.zeros((3, H, W), dtype=np.float32) if x0 is None else x0
         return transfer.Result(image=Image.new("RGB", (W, H)), array=array, history=[],
                                timings={"seconds": 1.0, "setup_seconds": 0.5, "seconds_per_evaluation": 0.5,
                                         "seconds_per_iteration": 1.0},
@@ -47,6 +50,8 @@ def test_coarse_to_fine_plan_reaches_every_level(runs):
     assert [c["alpha"] for c in runs] == pytest.approx([85 * 128 / (21 * 32), 85 * 128 / (42 * 64), 1.0])
     assert [c["style_imgs"][0].size[0] for c in runs] == [24, 48, 96]         # the style follows the content
     assert runs[0]["x0"] is None and runs[1]["x0"].shape == (3, 42, 64) and runs[2]["x0"].shape == (3, 85, 128)
+    # each level starts from its own content plus the change the level below made (zeros - ones here)
+    np.testing.assert_allclose(runs[1]["x0"], 0.0, atol=1e-6)
     assert [c["save_every"] for c in runs] == [None, None, 5]                 # frames at the last level only
     assert r.iterations == 80 and r.evaluations == 83 and r.timings["seconds"] == 3.0
     report = r.report()

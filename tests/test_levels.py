@@ -41,3 +41,12 @@ def test_paper_convention_keeps_the_final_balance_at_every_level():
 def test_bad_plans_are_clear_errors(call, match):
     with pytest.raises(InputError, match=match):
         call()
+
+
+def test_upsample_detail_keeps_the_contents_detail_and_carries_the_change():
+    import numpy as np
+    r = np.random.default_rng(0)
+    c_small, c_big = r.normal(size=(3, 5, 7)), r.normal(size=(3, 10, 14))
+    assert np.allclose(levels.upsample_detail(c_small, c_small, c_big), c_big)       # nothing painted: the content
+    shifted = levels.upsample_detail(c_small + 2.0, c_small, c_big)
+    assert np.allclose(shifted, c_big + 2.0, atol=1e-6)                               # a flat change carries over
