@@ -34,12 +34,19 @@ def rel_error(a, b, tiny=1e-300):
     return np.abs(a - b) / np.maximum(np.maximum(np.abs(a), np.abs(b)), tiny)
 
 
-def check_gradient(f, x, grad, *, entries=20, directions=4, h=1e-5, seed=0):
+def check_gradient(f, x, grad, *, entries=20, directions=4, h=1e-5, seed=0, pattern=None):
     """Compare `grad` (the analytic df/dx) with central differences of the scalar function f at x.
 
     Returns the largest relative error over `entries` sampled coordinates and `directions` random
     unit directions. x and grad live on any backend; f(x) must return a Python float.
+
+    `pattern`, for a function with kinks (a network of ReLUs), maps a point to the array of the
+    signs of every ReLU input there. A central difference whose two points x - h e and x + h e do
+    not have the pattern of x straddles a kink and measures nothing about the gradient at x; such
+    samples are replaced by new ones (up to ten times as many draws in all).
     """
+    if pattern is not None:
+        return _check_gradient_smooth(f, x, grad, entries, directions, h, seed, pattern)
     xp = get_xp("cupy") if type(x).__module__.startswith("cupy") else np
     rng = np.random.default_rng(seed)
     g = to_host(grad).astype(np.float64).ravel()
@@ -60,6 +67,51 @@ def check_gradient(f, x, grad, *, entries=20, directions=4, h=1e-5, seed=0):
         d = rng.normal(size=flat.size)
         d /= np.linalg.norm(d)
         worst = max(worst, float(rel_error(central(d), g @ d, tiny)))
+    return worst
+
+
+def _check_gradient_smooth(f, x, grad, entries, directions, h, seed, pattern):
+    """check_gradient for a function with kinks: only samples with no kink between x - h e and x + h e.
+
+    A sample that straddles a kink is tried again with the step divided by 4 and by 16 (a kink very
+    close to x), then replaced by a new draw; the check fails if no sample at all is smooth."""
+    xp = get_xp("cupy") if type(x).__module__.startswith("cupy") else np
+    rng = np.random.default_rng(seed)
+    g = to_host(grad).astype(np.float64).ravel()
+    f0 = abs(f(x))
+    base = to_host(pattern(x))
+    n = x.size
+
+    def sample(direction):
+        """The relative error along `direction`, or None when a kink lies within x +- step direction."""
+        d = xp.asarray(direction.reshape(x.shape), dtype=x.dtype)
+        for step in (h, h / 4, h / 16):
+            plus, minus = x + step * d, x - step * d
+            if np.array_equal(to_host(pattern(plus)), base) and np.array_equal(to_host(pattern(minus)), base):
+                tiny = max(1e-300, 1e3 * EPS64 * max(f0, 1e-300) / step)
+                return float(rel_error((f(plus) - f(minus)) / (2 * step), g @ direction, tiny))
+        return None
+
+    worst, done = 0.0, 0
+    for index in rng.permutation(n)[:10 * entries]:
+        e = np.zeros(n)
+        e[index] = 1.0
+        err = sample(e)
+        if err is not None:
+            worst, done = max(worst, err), done + 1
+            if done == entries:
+                break
+    smooth_directions = 0
+    for _ in range(10 * directions):
+        d = rng.normal(size=n)
+        d /= np.linalg.norm(d)
+        err = sample(d)
+        if err is not None:
+            worst, smooth_directions = max(worst, err), smooth_directions + 1
+            if smooth_directions == directions:
+                break
+    if done == 0 or smooth_directions == 0:
+        raise RuntimeError("every sampled difference straddles a ReLU kink; use another seed")
     return worst
 
 
@@ -174,62 +226,84 @@ def _padded_checks(xp, rng, seed):
 
 def transform_layer_checks(backend="numpy", seed=0):
     """The layers of the transformation network on a batch (N, C, H, W), naive and fast: reflection
-    padding, batched convolution (9x9 and 3x3, stride 1 and 2; input, weight and bias gradients),
-    instance normalization (input, scale and shift), nearest-neighbour upsampling, the residual sum."""
+    padding, batched convolution (9x9 and 3x3, stride 1 and 2, each method of the fast path; input,
+    weight and bias gradients), instance normalization (input, scale and shift), nearest-neighbour
+    upsampling, the residual sum.
+
+    Every layer here except instance normalization is linear in the variable being checked, so the
+    central difference has no truncation error at all and a large step (1e-3) keeps its rounding
+    error small even for the small entries of the gradient; instance normalization uses 1e-4. Each
+    family draws from its own generator, so that adding a check never changes another one's data.
+    """
     from handnst.networks.transform import residual_backward, residual_forward
     xp = get_xp(backend)
-    rng = np.random.default_rng(seed + 11)
-    x = xp.asarray(rng.normal(size=(2, 3, 7, 6)))
+    linear, nonlinear = 1e-3, 1e-4
+
+    def draw(offset, *shapes):
+        rng = np.random.default_rng(seed + offset)
+        return [xp.asarray(rng.normal(size=shape)) for shape in shapes]
+
     checks = []
     for label, fwd, bwd in (("naive", L.reflection_pad_forward_naive, L.reflection_pad_backward_naive),
                             ("fast", L.reflection_pad_forward, L.reflection_pad_backward)):
         for pad in (1, 4):
-            xi = xp.asarray(rng.normal(size=(2, 3, 6, 5)))
+            (xi,) = draw(20 + pad, (2, 3, 6, 5))
             checks.append((f"reflection pad {label} p{pad}", lambda f=fwd, g=bwd, p=pad, z=xi: _layer_check(
-                lambda v: f(v, p), g, z, seed), LAYER_TOLERANCE))
+                lambda v: f(v, p), g, z, seed, h=linear), LAYER_TOLERANCE))
 
     for label, fwd, bwd in (("naive", L.conv_batch_forward_naive, L.conv_batch_backward_naive),
                             ("fast", L.conv_batch_forward, L.conv_batch_backward)):
-        for k, stride, C, K in ((3, 1, 3, 4), (3, 2, 3, 4), (9, 1, 2, 3)):
-            xi = xp.asarray(rng.normal(size=(2, C, 11, 10)))
-            w = xp.asarray(rng.normal(size=(K, C, k, k)))
-            b = xp.asarray(rng.normal(size=K))
-            tag = f"conv batch {label} {k}x{k} s{stride}"
+        for i, (k, stride, C, K) in enumerate(((3, 1, 3, 4), (3, 2, 3, 4), (9, 1, 2, 3), (9, 1, 4, 2))):
+            xi, w, b = draw(30 + i, (2, C, 11, 10), (K, C, k, k), (K,))
+            method = f" {L.conv_batch_method(C, K, stride)}" if label == "fast" else ""
+            tag = f"conv batch {label}{method} {k}x{k} s{stride} {C}->{K}"
             checks.append((f"{tag} dx", lambda f=fwd, g=bwd, s=stride, xi=xi, w=w, b=b: _layer_check(
-                lambda z: f(z, w, b, s), lambda r, c: g(r, c)[0], xi, seed), LAYER_TOLERANCE))
+                lambda z: f(z, w, b, s), lambda r, c: g(r, c)[0], xi, seed, h=linear), LAYER_TOLERANCE))
             checks.append((f"{tag} dw", lambda f=fwd, g=bwd, s=stride, xi=xi, w=w, b=b: _layer_check(
-                lambda z: f(xi, z, b, s), lambda r, c: g(r, c)[1], w, seed), LAYER_TOLERANCE))
+                lambda z: f(xi, z, b, s), lambda r, c: g(r, c)[1], w, seed, h=linear), LAYER_TOLERANCE))
             checks.append((f"{tag} db", lambda f=fwd, g=bwd, s=stride, xi=xi, w=w, b=b: _layer_check(
-                lambda z: f(xi, w, z, s), lambda r, c: g(r, c)[2], b, seed), LAYER_TOLERANCE))
+                lambda z: f(xi, w, z, s), lambda r, c: g(r, c)[2], b, seed, h=linear), LAYER_TOLERANCE))
 
-    scale = xp.asarray(rng.normal(size=3))
-    shift = xp.asarray(rng.normal(size=3))
+    x, scale, shift = draw(40, (2, 3, 7, 6), (3,), (3,))
     for label, fwd, bwd in (("naive", L.instance_norm_forward_naive, L.instance_norm_backward_naive),
                             ("fast", L.instance_norm_forward, L.instance_norm_backward)):
         tag = f"instance norm {label}"
         checks.append((f"{tag} dx", lambda f=fwd, g=bwd: _layer_check(
-            lambda z: f(z, scale, shift), lambda r, c: g(r, c)[0], x, seed), LAYER_TOLERANCE))
+            lambda z: f(z, scale, shift), lambda r, c: g(r, c)[0], x, seed, h=nonlinear), LAYER_TOLERANCE))
         checks.append((f"{tag} dscale", lambda f=fwd, g=bwd: _layer_check(
-            lambda z: f(x, z, shift), lambda r, c: g(r, c)[1], scale, seed), LAYER_TOLERANCE))
+            lambda z: f(x, z, shift), lambda r, c: g(r, c)[1], scale, seed, h=linear), LAYER_TOLERANCE))
         checks.append((f"{tag} dshift", lambda f=fwd, g=bwd: _layer_check(
-            lambda z: f(x, scale, z), lambda r, c: g(r, c)[2], shift, seed), LAYER_TOLERANCE))
+            lambda z: f(x, scale, z), lambda r, c: g(r, c)[2], shift, seed, h=linear), LAYER_TOLERANCE))
 
+    (xu,) = draw(50, (2, 3, 4, 5))
     for label, fwd, bwd in (("naive", L.upsample2x_forward_naive, L.upsample2x_backward_naive),
                             ("fast", L.upsample2x_forward, L.upsample2x_backward)):
-        checks.append((f"upsample 2x {label}", lambda f=fwd, g=bwd: _layer_check(f, g, x, seed), LAYER_TOLERANCE))
+        checks.append((f"upsample 2x {label}", lambda f=fwd, g=bwd: _layer_check(f, g, xu, seed, h=linear),
+                       LAYER_TOLERANCE))
 
-    branch = xp.asarray(rng.normal(size=x.shape))
+    xs, branch = draw(60, (2, 3, 4, 5), (2, 3, 4, 5))
     checks.append(("residual sum (skip)", lambda: _layer_check(
-        lambda z: residual_forward(z, branch), lambda r, c: residual_backward(r, c)[0], x, seed), LAYER_TOLERANCE))
+        lambda z: residual_forward(z, branch), lambda r, c: residual_backward(r, c)[0], xs, seed, h=linear),
+        LAYER_TOLERANCE))
     checks.append(("residual sum (branch)", lambda: _layer_check(
-        lambda z: residual_forward(branch, z), lambda r, c: residual_backward(r, c)[1], x, seed), LAYER_TOLERANCE))
+        lambda z: residual_forward(branch, z), lambda r, c: residual_backward(r, c)[1], xs, seed, h=linear),
+        LAYER_TOLERANCE))
     return checks
 
 
 def transform_net_checks(backend="numpy", seed=0):
     """The whole transformation network (width 4, 2 residual blocks, a 2 x 3 x 12 x 8 batch) in
     float64: f = sum(net(x) * r), its gradient with respect to the input and to all parameters at
-    once (seen as one long vector), per coordinate and along random directions."""
+    once (seen as one long vector), per coordinate and along random directions.
+
+    A sample whose central difference would straddle a ReLU kink (some ReLU input changes sign
+    between x - h e and x + h e) is replaced by another: across a kink a difference quotient
+    measures nothing. The parameters whose gradient vanishes identically (the biases in front of an
+    instance normalization, and the shifts of each residual block's second normalization, whose
+    constant reaches only normalizations through linear paths) are checked on their own: their
+    finite differences are rounding noise, so both numbers are compared with the largest gradient
+    entry of the network, which they must be below by the tolerance.
+    """
     from handnst.networks.transform import TransformNet
     xp = get_xp(backend)
     rng = np.random.default_rng(seed + 13)
@@ -240,14 +314,30 @@ def transform_net_checks(backend="numpy", seed=0):
     x = xp.asarray(rng.normal(size=(2, 3, 12, 8)))
     r = xp.asarray(rng.normal(size=x.shape))
     names = list(net.params)
-    sizes = [int(net.params[n].size) for n in names]
+    vanishing = [n for n in names if (n.endswith("/bias") and n != "conv6/bias")
+                 or (n.startswith("res") and n.endswith("/norm2/shift"))]
+    free = [n for n in names if n not in vanishing]
+    sizes = [int(net.params[n].size) for n in free]
+    step = 1e-5
 
     def f_input(z):
         return float((net.forward(z, cache=False) * r).sum())
 
+    def signs(params, z):
+        """The signs of every ReLU input of the network at parameters `params` and input z."""
+        saved = dict(net.params)
+        net.params.update(params)
+        try:
+            net.forward(z)
+            tape, net._tape = net._tape, None
+        finally:
+            net.params.update(saved)
+        return xp.concatenate([cache[1].reshape(-1) > 0 for kind, _, cache in tape
+                               if kind == "norm" and cache[1] is not None])
+
     def unflatten(theta):
         out, start = {}, 0
-        for name, size in zip(names, sizes):
+        for name, size in zip(free, sizes):
             out[name] = theta[start:start + size].reshape(net.params[name].shape)
             start += size
         return out
@@ -260,24 +350,48 @@ def transform_net_checks(backend="numpy", seed=0):
         finally:
             net.params.update(saved)
 
-    def check_input():
+    def gradients():
         net.forward(x)
-        dx, _ = net.backward(r)
-        return check_gradient(f_input, x, dx, entries=20, directions=4, seed=seed)
+        return net.backward(r)
+
+    def check_input():
+        dx, _ = gradients()
+        return check_gradient(f_input, x, dx, entries=20, directions=4, h=step, seed=seed,
+                              pattern=lambda z: signs({}, z))
 
     def check_params():
-        net.forward(x)
-        _, grads = net.backward(r)
-        theta = xp.concatenate([net.params[n].reshape(-1) for n in names])
-        g = xp.concatenate([grads[n].reshape(-1) for n in names])
-        return check_gradient(f_params, theta, g, entries=40, directions=4, seed=seed)
+        _, grads = gradients()
+        theta = xp.concatenate([net.params[n].reshape(-1) for n in free])
+        g = xp.concatenate([grads[n].reshape(-1) for n in free])
+        return check_gradient(f_params, theta, g, entries=40, directions=4, h=step, seed=seed,
+                              pattern=lambda t: signs(unflatten(t), x))
+
+    def check_vanishing():
+        _, grads = gradients()
+        largest = max(float(abs(to_host(g)).max()) for g in grads.values())
+        worst = 0.0
+        for name in vanishing:
+            value = net.params[name]
+            for i in range(min(2, value.size)):
+                e = xp.zeros(value.shape, dtype=value.dtype)
+                e.reshape(-1)[i] = 1.0
+                fd = []
+                for sign in (1.0, -1.0):
+                    net.params[name] = value + sign * step * e
+                    fd.append(float((net.forward(x, cache=False) * r).sum()))
+                net.params[name] = value
+                numeric = (fd[0] - fd[1]) / (2 * step)
+                analytic = float(to_host(grads[name]).reshape(-1)[i])
+                worst = max(worst, abs(numeric) / largest, abs(analytic) / largest)
+        return worst
 
     return [("transformation network dx (w=4, R=2)", check_input, OBJECTIVE_TOLERANCE),
-            ("transformation network d params (w=4, R=2)", check_params, OBJECTIVE_TOLERANCE)]
+            ("transformation network d params (w=4, R=2)", check_params, OBJECTIVE_TOLERANCE),
+            ("transformation network vanishing gradients", check_vanishing, OBJECTIVE_TOLERANCE)]
 
 
 def loss_checks(backend="numpy", seed=0):
-    """The content, style (with its Gram matrix) and TV losses, each on its own, paper's gradients."""
+    """The content, style (with its Gram matrix), TV and guided style losses, each on its own, paper's gradients."""
     xp = get_xp(backend)
     rng = np.random.default_rng(seed + 7)
     F = xp.asarray(rng.uniform(0.05, 1.0, size=(6, 11)))     # positive: a rectified response
@@ -297,14 +411,25 @@ def loss_checks(backend="numpy", seed=0):
         grad = losses.tv_loss_backward(losses.tv_loss(x, p)[1])
         return check_gradient(lambda z: losses.tv_loss(z, p)[0], x, grad, seed=seed)
 
+    # Guided Gram (spatial control): a soft mask with a zero stretch, and a wider M than F's columns
+    # (as on the network's padded layout, where M counts only the real positions).
+    t = xp.asarray(np.clip(rng.uniform(-0.3, 1.0, size=11), 0.0, 1.0))
+    A_r = losses.guided_gram_matrix(xp.asarray(rng.uniform(0.0, 1.0, size=(6, 11))), t)
+
+    def guided():
+        grad = losses.guided_style_layer_loss_backward(losses.guided_style_layer_loss(F, t, A_r, M=13)[1])
+        return check_gradient(lambda z: losses.guided_style_layer_loss(z, t, A_r, M=13)[0], F, grad, seed=seed)
+
     return [("content loss", content, LAYER_TOLERANCE),
             ("style loss (Gram)", style, LAYER_TOLERANCE),
             ("total variation p=2", lambda: tv(2.0), LAYER_TOLERANCE),
-            ("total variation p=2.5", lambda: tv(2.5), LAYER_TOLERANCE)]
+            ("total variation p=2.5", lambda: tv(2.5), LAYER_TOLERANCE),
+            ("guided style loss (guided Gram)", guided, LAYER_TOLERANCE)]
 
 
 def objective_checks(backend="numpy", seed=0, weights_path=None):
-    """The whole objective through VGG19 (content conv4_2, style conv1_1..conv5_1, TV), float64."""
+    """The whole objective through VGG19 (content conv4_2, style conv1_1..conv5_1, TV), float64; and the
+    same with two guided regions instead of one style (spatial control)."""
     from handnst import weights
     from handnst.networks import vgg
 
@@ -331,11 +456,41 @@ def objective_checks(backend="numpy", seed=0, weights_path=None):
         value, grad = loss(x)
         return check_gradient(loss.value, x, grad, entries=12, directions=4, h=1e-3, seed=seed)
 
+    def check_regions():
+        if "net" not in state:
+            state["net"], state["kind"] = build()
+        net = state["net"]
+        net.pooling = "avg"
+        loss, x = region_objective(net, seed)
+        value, grad = loss(x)
+        return check_gradient(loss.value, x, grad, entries=12, directions=4, h=1e-3, seed=seed)
+
     def label(p):
         return lambda: f"objective through VGG19, {p} pooling ({state.get('kind', 'weights')})"
 
     return [(label("avg"), lambda: check("avg"), OBJECTIVE_TOLERANCE),
-            (label("max"), lambda: check("max"), OBJECTIVE_TOLERANCE)]
+            (label("max"), lambda: check("max"), OBJECTIVE_TOLERANCE),
+            (lambda: f"objective with two guided regions, avg pooling ({state.get('kind', 'weights')})",
+             check_regions, OBJECTIVE_TOLERANCE)]
+
+
+def region_objective(net, seed=0, shape=(20, 18)):
+    """A small objective with spatial control: two soft regions (left/right with a blended seam) of
+    x, each styled by its own image, the second under a style mask. Returns (loss, x)."""
+    xp = net.xp
+    rng = np.random.default_rng(seed + 5)
+    H, W = shape
+    left = np.clip((W / 2 + 2 - np.arange(W)) / 4.0, 0.0, 1.0) * np.ones((H, 1))
+    style_mask = np.zeros((22, 17))
+    style_mask[3:19, 2:15] = 1.0
+
+    def image(h, w):
+        return xp.asarray(rng.uniform(-100, 100, size=(3, h, w)))
+
+    content, x = image(H, W), image(H, W)
+    regions = [(left, image(18, 21)), (1.0 - left, image(22, 17), style_mask)]
+    loss = losses.StyleTransferLoss(net, content, None, alpha=1.0, beta=1e3, tv_weight=1e-2, regions=regions)
+    return loss, x
 
 
 def _quiet_find():

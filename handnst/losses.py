@@ -20,9 +20,9 @@ whose backward pass applies the very same ReLU mask, so it is not computed twice
 
 import numpy as np
 
-from handnst.backend import array_module, gemm, matmul
+from handnst.backend import array_module, gemm, matmul, to_host
 from handnst.errors import InputError
-from handnst.networks.vgg import canonical_layer, min_image_size
+from handnst.networks.vgg import canonical_layer, min_image_size, scale_of
 
 DEFAULT_CONTENT_LAYERS = ("conv4_2",)
 DEFAULT_STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
@@ -132,6 +132,144 @@ def style_layer_loss_backward(cache, relu_mask=True, upstream=1.0, out=None):
     return grad * (F > 0) if relu_mask else grad
 
 
+# ------------------------------------------------------------------- guided (spatial) style
+
+# Spatial control (Gatys, Ecker, Bethge, Hertzmann & Shechtman, CVPR 2017, section 4): region r of
+# the picture takes its style from its own image. A guidance channel T_r (a mask, 1 inside the
+# region, 0 outside, soft in between) is brought to every layer's size, t_r^l of M_l positions, and
+# weights the feature maps there:
+#
+#     F_r      = F diag(t_r)                     the guided feature maps (N x M)
+#     G_r      = F_r F_r^T = F diag(t_r^2) F^T    the guided Gram matrix (N x N)
+#     M_r      = sum_k t_rk^2                     the region's size at this layer, in positions
+#     E_l      = sum_r 1/(4 N^2 M M_r) sum_ij (G_r - A_r)_ij^2
+#     dE_l/dF  = sum_r 1/(N^2 M M_r) (D_r F) diag(t_r^2)      D_r = G_r - A_r,  where F > 0
+#
+# The paper writes E_l = 1/(4 N^2) sum_r lambda_r sum_ij (G_r - A_r)^2 and leaves the region weights
+# lambda_r open; lambda_r = 1/(M M_r) makes each region's term the paper's 2016 style loss of that
+# region on its own (normalized by its own M_r^2), weighted by its share M_r / M of the picture. With
+# one region covering the whole picture, E_l is exactly style_layer_loss.
+#
+# The target A_r is the guided Gram matrix of the region's style image (under its own mask t_S, or
+# everywhere), rescaled from the style's region size to the content's: A_r = (M_r / M_rS) G(F_S
+# diag(t_S)). A Gram matrix is a sum over positions, so a region covering a third of the photograph
+# would otherwise be asked for the statistics summed over the whole painting; per position, the two
+# then agree.
+#
+# The masks are brought to each layer's size the way the network brings the picture there: 2 x 2
+# average pooling before every block, rows and columns past an even size dropped (mask_pyramid).
+# Derivation of the gradient: G_r = F W F^T with W = diag(t^2) fixed, so as for the plain Gram
+# matrix dE/dF = 2 s (D F W + D^T F W) = 4 s D F W, with s = 1/(4 N^2 M M_r) and D symmetric.
+
+# A pixel counts as covered when the content masks give it at least this much weight in all: one
+# step of an 8-bit mask. Below it, a pixel would have no style (its features would be free).
+MASK_COVER = 1.0 / 255.0
+
+
+def mask_pyramid(mask, layers):
+    """{layer: t^l}: a (H, W) host mask brought to the size of every requested layer's map.
+
+    Each 2 x 2 average pooling halves the mask exactly as VGG19's pooling halves the picture
+    (h // 2, the odd last row or column dropped), so t^l has the layer's (h, w). Plain NumPy on the
+    host: masks are small and are made once per run.
+    """
+    t = np.asarray(mask, dtype=np.float64)
+    out, done = {}, 0
+    for name in sorted((canonical_layer(n) for n in layers), key=scale_of):
+        while 2 ** done < scale_of(name):        # the poolings between the picture and the layer
+            h, w = t.shape[0] // 2, t.shape[1] // 2
+            t = t[:2 * h, :2 * w].reshape(h, 2, w, 2).mean(axis=(1, 3))
+            done += 1
+        out[name] = t
+    return out
+
+
+def check_region_masks(masks, what="content", cover=True, labels=None):
+    """Clear errors for masks no run can use: not 2-D, empty, outside 0..1, or (cover) leaving pixels
+    of the picture without any region. masks: list of (H, W) host arrays of one size; labels: how
+    the messages name them (default "<what> mask <i>")."""
+    shape = None
+    for i, m in enumerate(masks, 1):
+        m = np.asarray(m)
+        name = labels[i - 1] if labels else f"{what} mask {i}"
+        if m.ndim != 2:
+            raise InputError(f"{name} must be a 2-D (H, W) array, got shape {m.shape}")
+        if shape is not None and m.shape != shape:
+            raise InputError(f"{name} is {m.shape[1]}x{m.shape[0]} but the first is {shape[1]}x{shape[0]}: "
+                             "resize them to the picture first")
+        shape = m.shape
+        if not np.isfinite(m).all() or m.min() < 0 or m.max() > 1:
+            raise InputError(f"{name} must hold weights between 0 and 1")
+        if m.max() < MASK_COVER:
+            raise InputError(f"{name} is empty (no pixel is in its region)")
+    if cover and masks:
+        total = np.sum([np.asarray(m, dtype=np.float64) for m in masks], axis=0)
+        bare = total < MASK_COVER
+        if bare.any():
+            ys, xs = np.nonzero(bare)
+            raise InputError(f"the {what} masks do not cover the picture: {bare.mean():.1%} of its pixels are in "
+                             f"no region (e.g. x={xs[0]}, y={ys[0]}); every pixel needs a region")
+
+
+def guided_gram_matrix(F, t):
+    """G_r = F diag(t^2) F^T: the Gram matrix of the guided maps F_r = F diag(t). F (N, M), t (M,)."""
+    return matmul(F * (t * t), F.T)
+
+
+def guided_style_layer_loss(F, t, A, M=None):
+    """One region's term of E_l: 1/(4 N^2 M M_r) sum (G_r - A)^2 with G_r = F diag(t^2) F^T.
+
+    F: (N, M') feature matrix; t: (M',) guidance weights of the region at this layer (0 on the padded
+    layout's extra columns); A: (N, N) target. M: the layer's positions (default F.shape[1]); M_r =
+    sum t^2 is the region's. Returns (value, cache); a region with M_r = 0 (gone at this depth) adds 0.
+    """
+    xp = array_module(F)
+    N = F.shape[0]
+    M = F.shape[1] if M is None else M
+    M_r = float(xp.sum(t * t, dtype=xp.float64))
+    if M_r == 0:
+        return 0.0, None
+    diff = guided_gram_matrix(F, t) - A
+    scale = 1.0 / (4.0 * N * N * float(M) * M_r)
+    return scale * _sum_sq(diff), (F, t * t, diff, scale)
+
+
+def guided_style_layer_loss_backward(cache, relu_mask=True, upstream=1.0):
+    """d/dF of guided_style_layer_loss: 4 s (D F) diag(t^2), masked to F > 0 unless relu_mask=False.
+
+    Computed as (F^T (4 s upstream D)) with its rows scaled by t^2, then transposed (as for
+    style_layer_loss_backward, F^T is the network's contiguous matrix).
+    """
+    F, w, diff, scale = cache
+    grad = (matmul(F.T, (4.0 * scale * upstream) * diff) * w[:, None]).T
+    return grad * (F > 0) if relu_mask else grad
+
+
+def guided_style_gradient_writer(caches, upstream=1.0):
+    """The regions' gradients at one layer, summed, as write(out, accumulate) for VGG19.backward.
+
+    out (M', N) receives sum_r diag(t_r^2) F^T (4 s_r upstream D_r): one GEMM per region into the
+    buffer when storing, and a temporary per region when adding (the row scaling by t_r^2 rules out
+    BLAS's accumulate). Regions gone at this layer (cache None) are skipped.
+    """
+    caches = [c for c in caches if c is not None]
+
+    def write(out, accumulate=False):
+        if not caches:
+            if not accumulate:
+                out[...] = 0
+            return
+        for F, w, diff, scale in caches:
+            D = (4.0 * scale * upstream) * diff
+            if accumulate:
+                out += matmul(F.T, D) * w[:, None]
+            else:
+                matmul(F.T, D, out=out)
+                out *= w[:, None]
+                accumulate = True
+    return write
+
+
 # ------------------------------------------------------------------------------ total variation
 
 def tv_loss(x, exponent=2.0):
@@ -209,12 +347,25 @@ class StyleTransferLoss:
     to sum to 1; equal by default). content=None with no content layers gives texture synthesis;
     style=None with no style layers gives content reconstruction. The targets P^l and A^l are
     computed once, here.
+
+    targets_per_position: take each style's Gram matrix per position, A^l M_x^l / M_a^l (M_x, M_a the
+    positions of x's and the style's maps), instead of as it is. The paper's A^l is a sum over the
+    style's positions, so a style image larger than x asks for larger feature correlations, not just
+    larger motifs; per position, the style's size changes only the scale of its motifs (scale
+    control). With a style of x's size the two are the same.
+
+    Spatial control: `regions`, instead of `style`, is a list of (content_mask, style_image) or
+    (content_mask, style_image, style_mask): host masks of shape (H, W) with weights in 0..1, the
+    content masks at x's size and together covering it, each style mask at its image's size. The
+    style loss is then the guided one (see mask_pyramid and guided_style_layer_loss above).
     """
 
     def __init__(self, net, content, style, *, content_layers=DEFAULT_CONTENT_LAYERS,
                  style_layers=DEFAULT_STYLE_LAYERS, style_layer_weights=None, alpha=1.0, beta=1e3,
-                 tv_weight=0.0, tv_exponent=2.0, style_blend_weights=None):
+                 tv_weight=0.0, tv_exponent=2.0, style_blend_weights=None, regions=None,
+                 targets_per_position=False):
         self.net = net
+        self.targets_per_position = bool(targets_per_position)
         self.content_layers = tuple(dict.fromkeys(canonical_layer(n) for n in content_layers))
         self.style_layers = tuple(dict.fromkeys(canonical_layer(n) for n in style_layers))
         self.alpha = _check_weight("the content weight (alpha)", alpha)
@@ -246,7 +397,13 @@ class StyleTransferLoss:
             self.content_targets = {n: feats[n].copy(order="K") for n in self.content_layers}
 
         self.gram_targets = {}
-        if self.style_layers:
+        self.region_targets = None
+        self.mask_shape = None
+        if regions is not None:
+            if style is not None or style_blend_weights is not None:
+                raise InputError("give the style either as one image (or a blend) or as regions, not both")
+            self._set_regions(net, regions)
+        elif self.style_layers:
             if style is None:
                 raise InputError("style layers were given but no style image")
             styles = list(style) if isinstance(style, (list, tuple)) else [style]
@@ -263,9 +420,59 @@ class StyleTransferLoss:
                 feats = net.forward(img, self.style_layers, layout="matrix")
                 for n in self.style_layers:
                     G = w_s * gram_matrix(feats[n])
+                    if self.targets_per_position:       # A / M_a: times x's M at every evaluation
+                        h, w = net.map_shape(n)
+                        G /= float(h * w)
                     self.gram_targets[n] = G if n not in self.gram_targets else self.gram_targets[n] + G
         self.layers = tuple(dict.fromkeys(self.content_layers + self.style_layers))
         self.last_parts = None
+
+    def _set_regions(self, net, regions):
+        """Guided targets: per style layer, a list of (t_r on the padded layout, A_r) -- see above."""
+        from handnst import layers as L
+        regions = [tuple(r) for r in regions]
+        if not regions:
+            raise InputError("regions were given but the list is empty: give at least one region")
+        if not self.style_layers:
+            raise InputError("regions give styles, so they need style layers")
+        for i, r in enumerate(regions, 1):
+            if len(r) not in (2, 3):
+                raise InputError(f"region {i} must be (content_mask, style_image) or (content_mask, style_image, "
+                                 f"style_mask), got {len(r)} items")
+        content_masks = [np.asarray(to_host(r[0]), dtype=np.float64) for r in regions]
+        check_region_masks(content_masks, "content", cover=True,
+                           labels=[f"the content mask of region {i}" for i in range(1, len(content_masks) + 1)])
+        self.mask_shape = content_masks[0].shape
+        if self.content_shape is not None and self.mask_shape != self.content_shape[1:]:
+            h, w = self.mask_shape
+            raise InputError(f"the content masks are {w}x{h} but the content image is "
+                             f"{self.content_shape[2]}x{self.content_shape[1]}: resize them to it")
+        xp, dtype = net.xp, net.dtype
+
+        def padded(t):          # (h, w) host weights -> (M',) on the padded grid, zero on its border
+            return L.to_padded(xp.asarray(t[None], dtype=dtype)).reshape(-1)
+
+        self.region_targets = {n: [] for n in self.style_layers}
+        for i, (r, mask) in enumerate(zip(regions, content_masks), 1):
+            img = _check_image(net, f"region {i} style", r[1])
+            self._check_size(img, self.style_layers, f"region {i} style")
+            style_mask = None if len(r) < 3 or r[2] is None else np.asarray(to_host(r[2]), dtype=np.float64)
+            if style_mask is not None:
+                if style_mask.shape != tuple(img.shape[1:]):
+                    raise InputError(f"the style mask of region {i} is {style_mask.shape[-1]}x{style_mask.shape[0]} "
+                                     f"but its style image is {img.shape[2]}x{img.shape[1]}: resize it to the image")
+                check_region_masks([style_mask], cover=False, labels=[f"the style mask of region {i}"])
+            else:
+                style_mask = np.ones(img.shape[1:])
+            feats = net.forward(img, self.style_layers, layout="matrix")
+            t_content = mask_pyramid(mask, self.style_layers)
+            t_style = mask_pyramid(style_mask, self.style_layers)
+            for n in self.style_layers:
+                M_r, M_rs = float(np.sum(t_content[n] ** 2)), float(np.sum(t_style[n] ** 2))
+                if M_r == 0 or M_rs == 0:
+                    continue    # the region is gone at this depth (a sliver pooled away): no term
+                G_s = guided_gram_matrix(feats[n], padded(t_style[n]))
+                self.region_targets[n].append((padded(t_content[n]), (M_r / M_rs) * G_s))
 
     @staticmethod
     def _check_size(img, layers, what):
@@ -280,6 +487,8 @@ class StyleTransferLoss:
         x = _check_image(net, "input", x)
         if self.content_shape is not None and tuple(x.shape) != self.content_shape:
             raise InputError(f"x has shape {tuple(x.shape)} but the content image has {self.content_shape}")
+        if self.mask_shape is not None and tuple(x.shape[1:]) != self.mask_shape:
+            raise InputError(f"x has shape {tuple(x.shape)} but the region masks are {self.mask_shape}")
         parts = {"content": 0.0, "style": 0.0, "style_per_layer": {}, "tv": 0.0}
         grads = {}
         if self.layers:
@@ -292,12 +501,21 @@ class StyleTransferLoss:
                 if with_grad and self.alpha:
                     grads[n] = content_loss_backward(cache, relu_mask=False, upstream=self.alpha)
             for n in self.style_layers:
-                value, cache = style_layer_loss(feats[n], self.gram_targets[n], M=sizes[n])
+                weight = self.beta * self.style_layer_weights[n]
+                if self.region_targets is None:
+                    A = self.gram_targets[n] * float(sizes[n]) if self.targets_per_position else self.gram_targets[n]
+                    value, cache = style_layer_loss(feats[n], A, M=sizes[n])
+                else:
+                    value, cache = 0.0, []
+                    for t, A in self.region_targets[n]:
+                        v, c = guided_style_layer_loss(feats[n], t, A, M=sizes[n])
+                        value += v
+                        cache.append(c)
                 parts["style_per_layer"][n] = value
                 parts["style"] += self.style_layer_weights[n] * value
-                weight = self.beta * self.style_layer_weights[n]
                 if with_grad and weight:
-                    write = style_layer_gradient_writer(cache, upstream=weight)
+                    write = (style_layer_gradient_writer(cache, upstream=weight) if self.region_targets is None
+                             else guided_style_gradient_writer(cache, upstream=weight))
                     grads[n] = _both(grads[n], write) if n in grads else write
         grad = None
         if with_grad:
@@ -336,4 +554,6 @@ def parts_to_host(parts):
 
 __all__ = ["content_loss", "content_loss_backward", "gram_matrix", "style_layer_loss",
            "style_layer_loss_backward", "tv_loss", "tv_loss_backward", "StyleTransferLoss",
+           "mask_pyramid", "check_region_masks", "guided_gram_matrix", "guided_style_layer_loss",
+           "guided_style_layer_loss_backward", "guided_style_gradient_writer",
            "DEFAULT_CONTENT_LAYERS", "DEFAULT_STYLE_LAYERS"]

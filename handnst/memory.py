@@ -158,7 +158,10 @@ def check_memory(size_hw, layers, backend="numpy", *, optimizer="lbfgs", n_style
         if fits is None:
             hint = "free some memory or use a machine with more"
         else:
-            hint = f"use {size_option} {fits} or smaller (or free some memory)"
+            # size_option names the option to shrink; a function turns the fitting side into its hint
+            # (--style-scale is a factor, not a side)
+            hint = (size_option(fits) if callable(size_option) else f"use {size_option} {fits} or smaller") + \
+                " (or free some memory)"
         raise RunError(f"{what} at {W}x{H} pixels needs about {_gb(needed)} of {label} (feature maps, "
                        f"gradients, weights and optimizer history) but only {_gb(free)} is available; {hint}")
     return need

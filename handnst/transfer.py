@@ -45,10 +45,15 @@ from PIL import Image
 
 from handnst import image as _image
 from handnst.backend import to_device, to_host
+from handnst.controls import (apply_color_control, check_color_options, check_regions, check_style_scale,
+                              level_images, load_region_masks, load_style_mask, style_side)
 from handnst.errors import InputError
 from handnst.image import initial_image
 from handnst.losses import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, StyleTransferLoss, parts_to_host
 from handnst.memory import available_memory, check_memory, estimate_memory, memory_breakdown, _memory_guard  # noqa: F401
+from handnst.levels import (DEFAULT_LEVEL_FACTOR, DEFAULT_NORMALIZATION, content_weight_at, plan_options,
+                            level_progress, plan_run, run_plan, shared_net, upsample, upsample_detail,
+                            with_level)
 from handnst.optimize import make_progress, minimize
 from handnst.options import (DEFAULT_CONTENT_WEIGHT, DEFAULT_DEVICE, DEFAULT_INIT, DEFAULT_ITERS,  # noqa: F401
                              DEFAULT_OPTIMIZER, DEFAULT_POOLING, DEFAULT_SEED, DEFAULT_SIZE, DEFAULT_STYLE_WEIGHT,
@@ -74,6 +79,9 @@ class Result:
     message:     one sentence saying why it stopped
     options:     the options of the run, resolved (JSON-friendly)
     frames:      paths of the intermediate frames written (save_every with frame_dir)
+    levels:      coarse-to-fine runs: one dict per level (size, iterations, evaluations, seconds,
+                 content_weight, loss); iterations, evaluations and seconds above are the sums, the
+                 rest is the last level's
     """
 
     image: object
@@ -87,6 +95,7 @@ class Result:
     message: str = ""
     options: dict = field(default_factory=dict)
     frames: list = field(default_factory=list)
+    levels: list = field(default_factory=list)
 
     @property
     def size(self):
@@ -111,6 +120,7 @@ class Result:
             "history": [{"iteration": h["iteration"], "evaluations": h["evaluations"],
                          "seconds": h["seconds"], **{k: h[k] for k in keys if k in h}}
                         for h in self.history],
+            **({"levels": self.levels, "wall_seconds": self.timings.get("wall_seconds")} if self.levels else {}),
         }
 
 
@@ -166,11 +176,14 @@ def _frame_writer(save_every, frame_dir, on_frame, convention, colour_source, ex
 
 def _run(*, content_img, style_imgs, content_layers, style_layers, size_hw, options, net=None,
          callback=None, progress=False, save_every=None, frame_dir=None, on_frame=None,
-         colour_source=None, init_img=None, what="style transfer", log=None):
+         colour_source=None, init_img=None, what="style transfer", log=None, regions=None, x0=None, alpha=None):
     """The common core: network, loss, bounds, initial image, optimization, picture.
 
     content_img / style_imgs are host PIL images already resized (content None for texture, styles
     [] for reconstruction); size_hw is the output's (H, W). `options` holds the validated options.
+    regions: (content mask, style PIL image, style mask or None) triples instead of style_imgs.
+    x0: a level's start instead of options' init: a host array, or x0(preprocess) -> array;
+    alpha: the content weight instead of options' (a level's, see levels.content_weight_at).
     """
     t_setup = time.perf_counter()
     backend = options["device_backend"]
@@ -192,13 +205,15 @@ def _run(*, content_img, style_imgs, content_layers, style_layers, size_hw, opti
 
     content = to_net(content_img) if content_img is not None else None
     styles = [to_net(s) for s in style_imgs]
+    guided = [(m, to_net(s), sm) for m, s, sm in regions] if regions else None
     loss = StyleTransferLoss(
-        net, content, styles if styles else None,
+        net, content, styles if styles and not guided else None,
         content_layers=content_layers, style_layers=style_layers,
         style_layer_weights=options.get("style_layer_weights"),
-        alpha=options["content_weight"], beta=options["style_weight"],
+        alpha=options["content_weight"] if alpha is None else alpha, beta=options["style_weight"],
         tv_weight=options["tv_weight"], tv_exponent=options["tv_exponent"],
-        style_blend_weights=options.get("style_blend_weights"))
+        style_blend_weights=options.get("style_blend_weights"), regions=guided,
+        targets_per_position=options.get("style_scale") is not None or options.get("normalization") == "size-invariant")
 
     lo, hi = _image.pixel_bounds(convention)
     bounds = (lo.reshape(3, 1, 1), hi.reshape(3, 1, 1))   # one box per channel, broadcast over pixels
@@ -206,8 +221,12 @@ def _run(*, content_img, style_imgs, content_layers, style_layers, size_hw, opti
     # The shape carrier for initial_image: the content, or (texture) an array of the output's shape.
     carrier = content if content is not None else xp.zeros((3, H, W), dtype=net.dtype)
     file_array = to_net(init_img) if init_img is not None else None
-    x0 = initial_image(options["init_kind"], carrier, styles[0] if styles else None,
-                       seed=options["seed"], bounds=bounds, file_array=file_array)
+    if x0 is not None:
+        x0 = x0(lambda img: _image.preprocess(img, None, convention)) if callable(x0) else x0
+        x0 = to_device(np.clip(x0, bounds[0], bounds[1]).astype(net.dtype), net.backend)
+    else:
+        x0 = initial_image(options["init_kind"], carrier, styles[0] if styles else (guided[0][1] if guided else None),
+                           seed=options["seed"], bounds=bounds, file_array=file_array)
     setup_seconds = time.perf_counter() - t_setup
 
     frame_fn, frames = _frame_writer(save_every, frame_dir, on_frame, convention, colour_source)
@@ -274,12 +293,14 @@ def _load_init(opts, size_wh, what="init"):
     return img
 
 
-def stylize(content, style, *, size=DEFAULT_SIZE, style_size=None, iters=DEFAULT_ITERS, init=DEFAULT_INIT,
+def stylize(content, style=None, *, size=DEFAULT_SIZE, style_size=None, iters=DEFAULT_ITERS, init=DEFAULT_INIT,
             seed=DEFAULT_SEED, content_weight=DEFAULT_CONTENT_WEIGHT, style_weight=DEFAULT_STYLE_WEIGHT,
             tv_weight=DEFAULT_TV_WEIGHT, tv_exponent=DEFAULT_TV_EXPONENT,
             content_layers=DEFAULT_CONTENT_LAYERS, style_layers=DEFAULT_STYLE_LAYERS,
             style_layer_weights=None, style_blend_weights=None, pooling=DEFAULT_POOLING,
             optimizer=DEFAULT_OPTIMIZER, lr=None, device=DEFAULT_DEVICE, weights=None, preserve_color=False,
+            color_control=None, color_match=None, regions=None, style_scale=None, start_size=None,
+            level_factor=DEFAULT_LEVEL_FACTOR, level_iters=None, normalization=DEFAULT_NORMALIZATION,
             callback=None, progress=False, save_every=None, frame_dir=None, on_frame=None, net=None,
             memory_check=True, log=None):
     """Paint `content` in the style of `style`: the paper's main experiment. Returns a Result.
@@ -289,18 +310,24 @@ def stylize(content, style, *, size=DEFAULT_SIZE, style_size=None, iters=DEFAULT
               equal by default)
     size:     longer side of the content (and the output) in pixels, None to keep it as it is
     style_size: longer side of the style image(s); default: the same as `size`
-    iters:    optimizer iterations (L-BFGS-B: each needs one or a few evaluations)
+    iters:    optimizer iterations (L-BFGS-B: each needs one or a few evaluations); in a
+              coarse-to-fine run, those of the smallest level (see level_iters)
     init:     "content", "noise" (white noise, as in the paper), "content+noise", "style", or an image path
     seed:     seed of the noise inits; the same seed gives the same result bit for bit on one backend
     content_weight, style_weight: alpha and beta of the paper; tv_weight, tv_exponent: optional smoothness
     content_layers, style_layers, style_layer_weights: the paper's conv4_2 and conv1_1..conv5_1 at 1/5 each
     pooling:  "avg" (the paper) or "max"; optimizer: "lbfgs" (default), "adam", "sgd" or "sign"; lr for those
     device:   "cpu" (NumPy) or "gpu" (CuPy); weights: a VGG19 weights file (default: found, or fetched)
-    preserve_color: transfer on luminance only and keep the content's colours (Gatys et al. 2016)
+    color_control, color_match, regions, style_scale: Gatys et al.'s (2017) colour, spatial and scale
+              controls (see controls.py): "luminance" (= preserve_color) or "histogram" with "chol",
+              "pca" or "sym"; [(content_mask, style[, style_mask]), ...] instead of `style`; a factor
+    start_size, level_factor, level_iters, normalization: coarse-to-fine from start_size up to size,
+              and the weight convention, "paper" or "size-invariant" (see levels.py)
     callback: callback(info) after every iteration (see handnst.optimize.minimize); True stops the run
-    progress: True for a progress bar on stderr (or any callable taking the same info)
+    progress: True for a progress bar on stderr (or any callable taking the same info; one bar per level)
     save_every, frame_dir, on_frame: every save_every iterations, the current picture is written to
-              frame_dir/frame_0010.png (atomically) and/or passed to on_frame(iteration, image)
+              frame_dir/frame_0010.png (atomically) and/or passed to on_frame(iteration, image) (in
+              a coarse-to-fine run, at the last level)
     net:      an already built VGG19 to reuse (its pooling and backend then win)
     memory_check: refuse runs whose memory estimate exceeds the available memory (RunError)
     log:      log(line) is called once all checks have passed and the network is built
@@ -310,11 +337,19 @@ def stylize(content, style, *, size=DEFAULT_SIZE, style_size=None, iters=DEFAULT
     """
     if content is None:
         raise InputError("stylize needs a content image; for texture synthesis use texture()")
-    styles_in = list(style) if isinstance(style, (list, tuple)) else [style]
-    if not styles_in or any(s is None for s in styles_in):
-        raise InputError("stylize needs at least one style image")
+    regions = check_regions(regions)
+    styles_in = [] if style is None else list(style) if isinstance(style, (list, tuple)) else [style]
+    if regions and styles_in:
+        raise InputError("give the style either as style image(s) or as regions (--region), not both")
+    if not regions and (not styles_in or any(s is None for s in styles_in)):
+        raise InputError("stylize needs at least one style image (or regions)")
+    if regions and style_blend_weights is not None:
+        raise InputError("style blend weights apply to several style images, not to regions")
     size = _positive_int("--size", size, allow_none=True)
     style_size = _positive_int("--style-size", style_size, allow_none=True)
+    style_scale = check_style_scale(style_scale, style_size)
+    control, method = check_color_options(preserve_color, color_control, color_match)
+    plan = plan_run(size, start_size, level_factor, iters, level_iters, normalization)
     content_layers = _layers("content", content_layers, allow_empty=True)
     style_layers = _layers("style", style_layers, allow_empty=True)
     if not content_layers and not style_layers:
@@ -330,40 +365,64 @@ def stylize(content, style, *, size=DEFAULT_SIZE, style_size=None, iters=DEFAULT
 
     # Images, on the host: decoded and checked before the network exists.
     all_layers = content_layers + style_layers
+    sources = [r[1] for r in regions] if regions else styles_in
     content_img = _load_resized(content, size, "content image",
-                                _memory_guard(memory_check, all_layers, opts, "this stylization", len(styles_in)))
-    style_imgs = [_load_resized(s, style_size or size, "style image",
-                                _memory_guard(memory_check, all_layers, opts, "this stylization", len(styles_in),
-                                              "--style-size" if style_size else "--size"))
-                  for s in styles_in]
-    check_min_size(content_img.size, content_layers + style_layers, "content")
-    for s in style_imgs:
-        check_min_size(s.size, style_layers, "style", "--style-size")
+                                _memory_guard(memory_check, all_layers, opts, "this stylization", len(sources)))
+    side = max(content_img.size)
+    hint = (lambda fits: f"use --style-scale {fits / side:.2f} or smaller") if style_scale else \
+        "--style-size" if style_size else "--size"
+    guard = _memory_guard(memory_check, all_layers, opts, "this stylization", len(sources), hint)
+    style_imgs = [_load_resized(s, style_side(side, style_size, style_scale) if (size or style_scale) else style_size,
+                                "style image", guard) for s in sources]
     init_img = _load_init(opts, content_img.size)
-    colour_source = None
-    if preserve_color:
-        colour_source = content_img
-        style_imgs = [_image.match_luminance(s, content_img) for s in style_imgs]
-        content_img = _image.luminance_image(content_img)
-        if init_img is not None:
-            init_img = _image.luminance_image(init_img)
+    masks = style_masks = None
+    if regions:
+        masks = load_region_masks(regions, content_img.size)
+        style_masks = [load_style_mask(r[2], s.size, i) for i, (r, s) in enumerate(zip(regions, style_imgs), 1)]
+    content_img, style_imgs, colour_source = apply_color_control(content_img, style_imgs, control, method)
+    if control == "luminance" and init_img is not None:
+        init_img = _image.luminance_image(init_img)
     W, H = content_img.size
     if memory_check:
         largest = max([(H, W)] + [(s.size[1], s.size[0]) for s in style_imgs], key=lambda hw: hw[0] * hw[1])
         check_memory(largest, content_layers + style_layers, opts["device_backend"],
                      optimizer=opts["optimizer"], n_styles=len(style_imgs), what="this stylization")
+    sides = [p[0] for p in plan] if plan else [side]
+    per_level = level_images(content_img, style_imgs, sides, masks, style_masks)
+    for c, st, _ in per_level:
+        check_min_size(c.size, all_layers, "content", "--start-size" if plan else "--size")
+        for s in st:
+            check_min_size(s.size, style_layers, "style", "a larger --start-size: the style needs a longer side of"
+                           if plan else "--style-size")
 
     opts.update({
-        "content": _describe_input(content), "styles": [_describe_input(s) for s in styles_in],
-        "size": size, "style_size": style_size, "content_layers": list(content_layers),
+        "content": _describe_input(content), "styles": [_describe_input(s) for s in sources],
+        "size": size, "style_size": style_size, "style_scale": style_scale, "content_layers": list(content_layers),
         "style_layers": list(style_layers), "style_layer_weights": style_layer_weights,
-        "style_blend_weights": style_blend_weights, "preserve_color": bool(preserve_color),
-        "save_every": save_every,
+        "style_blend_weights": style_blend_weights, "preserve_color": control == "luminance",
+        "color_control": control, "color_match": method, "normalization": normalization,
+        "regions": [[_describe_input(x) for x in r if x is not None] for r in regions] if regions else None,
+        "save_every": save_every, **plan_options(plan, start_size, level_factor),
     })
-    return _run(content_img=content_img, style_imgs=style_imgs, content_layers=content_layers,
-                style_layers=style_layers, size_hw=(H, W), options=opts, net=net, callback=callback,
-                progress=progress, save_every=save_every, frame_dir=frame_dir, on_frame=on_frame,
-                colour_source=colour_source, init_img=init_img, what="stylization", log=log)
+
+    def run_level(index, _side, level_iters_k, previous):
+        c, st, reg = per_level[index]
+        last = index == len(per_level) - 1
+        Hk, Wk = c.size[1], c.size[0]
+        alpha = content_weight_at(opts["content_weight"], (Hk, Wk), normalization, (H, W) if plan else None)
+        return _run(content_img=c, style_imgs=st, regions=reg, content_layers=content_layers,
+                    style_layers=style_layers, size_hw=(Hk, Wk), net=net_for_levels(),
+                    options=dict(opts, iters=level_iters_k or opts["iters"], level_content_weight=alpha),
+                    alpha=alpha, x0=None if previous is None else lambda vgg: upsample_detail(
+                        previous.array, vgg(per_level[index - 1][0]), vgg(c)),
+                    callback=with_level(callback, index + 1 if plan else None),
+                    progress=level_progress(progress, plan), save_every=save_every if last else None,
+                    frame_dir=frame_dir, on_frame=on_frame, colour_source=colour_source,
+                    init_img=init_img if index == 0 else None, log=log,
+                    what=f"stylization level {index + 1} of {len(per_level)}" if plan else "stylization")
+
+    net_for_levels = shared_net(net, opts, bool(plan))
+    return run_plan(plan, run_level, opts)
 
 
 def reconstruct(image, layer="conv4_2", *, size=DEFAULT_SIZE, iters=DEFAULT_ITERS, init="noise", seed=DEFAULT_SEED,
@@ -406,12 +465,14 @@ def texture(style, layers=DEFAULT_STYLE_LAYERS, *, size=DEFAULT_SIZE, iters=DEFA
             seed=DEFAULT_SEED, style_layer_weights=None, tv_weight=DEFAULT_TV_WEIGHT,
             tv_exponent=DEFAULT_TV_EXPONENT, pooling=DEFAULT_POOLING, optimizer=DEFAULT_OPTIMIZER, lr=None,
             device=DEFAULT_DEVICE, weights=None, callback=None, progress=False, save_every=None, frame_dir=None,
-            on_frame=None, net=None, memory_check=True, log=None):
+            on_frame=None, net=None, memory_check=True, log=None, start_size=None, level_factor=DEFAULT_LEVEL_FACTOR,
+            level_iters=None):
     """Style reconstruction / texture synthesis (the paper's Figure 1, top row): an image, from white
     noise, whose Gram matrices at `layers` match those of `style`. With conv1_1 alone only colours
     and fine grain survive; adding deeper layers brings larger and larger structures of the style.
 
-    The output has the style image's shape at `size`. Other options as in stylize.
+    The output has the style image's shape at `size`. Other options (start_size for coarse-to-fine
+    among them) as in stylize.
     """
     if style is None:
         raise InputError("texture needs a style image")
@@ -426,18 +487,31 @@ def texture(style, layers=DEFAULT_STYLE_LAYERS, *, size=DEFAULT_SIZE, iters=DEFA
                            tv_weight=tv_weight, tv_exponent=tv_exponent,
                            pooling=pooling if net is None else net.pooling, optimizer=optimizer, lr=lr,
                            device=device if net is None else net.backend, weights=weights)
+    plan = plan_run(size, start_size, level_factor, iters, level_iters, DEFAULT_NORMALIZATION)
     img = _load_resized(style, size, "style image", _memory_guard(memory_check, layers, opts, "this texture"))
-    check_min_size(img.size, layers, "style")
-    init_img = _load_init(opts, img.size)
+    per_level = [_image.resize_longer(img, p[0]) for p in plan] if plan else [img]
+    for im in per_level:
+        check_min_size(im.size, layers, "style", "--start-size" if plan else "--size")
+    init_img = _load_init(opts, per_level[0].size)
     W, H = img.size
     if memory_check:
         check_memory((H, W), layers, opts["device_backend"], optimizer=opts["optimizer"], what="this texture")
     opts.update({"style": _describe_input(style), "size": size, "content_layers": [],
                  "style_layers": list(layers), "style_layer_weights": style_layer_weights,
-                 "save_every": save_every})
-    return _run(content_img=None, style_imgs=[img], content_layers=(), style_layers=layers, size_hw=(H, W),
-                options=opts, net=net, callback=callback, progress=progress, save_every=save_every,
-                frame_dir=frame_dir, on_frame=on_frame, init_img=init_img, what="texture", log=log)
+                 "save_every": save_every, **plan_options(plan, start_size, level_factor)})
+
+    def run_level(index, _side, level_iters_k, previous):
+        im, last = per_level[index], index == len(per_level) - 1
+        return _run(content_img=None, style_imgs=[im], content_layers=(), style_layers=layers,
+                    size_hw=(im.size[1], im.size[0]), options=dict(opts, iters=level_iters_k or opts["iters"]),
+                    net=net_for_levels(), callback=with_level(callback, index + 1 if plan else None),
+                    progress=level_progress(progress, plan), save_every=save_every if last else None,
+                    frame_dir=frame_dir, on_frame=on_frame, init_img=init_img if index == 0 else None, log=log,
+                    x0=None if previous is None else upsample(previous.array, im.size[1], im.size[0]),
+                    what=f"texture level {index + 1} of {len(per_level)}" if plan else "texture")
+
+    net_for_levels = shared_net(net, opts, bool(plan))
+    return run_plan(plan, run_level, opts)
 
 
 def grid(content, style, *, ratios=GRID_RATIOS, layer_sets=GRID_LAYER_SETS, size=128, iters=100, init="noise",
@@ -502,10 +576,17 @@ def grid(content, style, *, ratios=GRID_RATIOS, layer_sets=GRID_LAYER_SETS, size
             if res.stopped in ("interrupted",):
                 raise KeyboardInterrupt
         cells.append(row)
+    return grid_picture(cells, layer_sets, ratios, opts["iters"], title)
+
+
+def grid_picture(cells, layer_sets, ratios, iters, title=None):
+    """Figure 3's labelled picture from its cells (rows of PIL images: one row per style-layer set,
+    one column per alpha/beta ratio); shared by grid() and grids run as a batch (handnst.batch)."""
     row_labels = [_set_label(s) for s in layer_sets]
     col_labels = [f"alpha/beta\n= {r:g}" for r in ratios]
     if title is None:
-        title = f"style layers (rows) x content/style ratio (columns), {total} runs of {opts['iters']} iterations"
+        title = (f"style layers (rows) x content/style ratio (columns), {len(layer_sets) * len(ratios)} runs of "
+                 f"{iters} iterations")
     return _image.make_grid(cells, row_labels, col_labels, title=title)
 
 
@@ -515,5 +596,5 @@ def _set_label(layers):
     return f"{layers[0]}\n..{layers[-1]}"
 
 
-__all__ = ["Result", "stylize", "reconstruct", "texture", "grid", "estimate_memory", "memory_breakdown",
+__all__ = ["Result", "stylize", "reconstruct", "texture", "grid", "grid_picture", "estimate_memory", "memory_breakdown",
            "available_memory", "check_memory", "check_min_size", "GRID_LAYER_SETS", "GRID_RATIOS"]

@@ -68,13 +68,17 @@ def test_reflection_pad_hand_example_and_too_small_map():
     ((2, 2, 11, 10), (3, 2, 9, 9), 1),
     ((1, 3, 6, 7), (2, 3, 1, 1), 1),
     ((2, 2, 9, 8), (3, 2, 5, 3), 2),
+    ((2, 6, 9, 8), (2, 6, 3, 5), 1),
 ])
 @pytest.mark.parametrize("chunk", [1, 60, 1 << 22], ids=["row-bands", "some-images", "whole-batch"])
-def test_conv_batch_fast_equals_naive(xp, shape, kshape, stride, chunk):
+@pytest.mark.parametrize("method", [None, "strided", "rows", "outputs"])
+def test_conv_batch_fast_equals_naive(xp, shape, kshape, stride, chunk, method):
+    if method in ("rows", "outputs") and stride != 1:
+        pytest.skip("stride 1 only")
     r = rng(3)
     x, w, b = (xp.asarray(r.normal(size=s)) for s in (shape, kshape, kshape[:1]))
     out_n, cache_n = L.conv_batch_forward_naive(x, w, b, stride)
-    out_f, cache_f = L.conv_batch_forward(x, w, b, stride, chunk=chunk)
+    out_f, cache_f = L.conv_batch_forward(x, w, b, stride, chunk=chunk, method=method)
     Ho = L.conv_batch_output_size(shape[2], kshape[2], stride)
     Wo = L.conv_batch_output_size(shape[3], kshape[3], stride)
     assert out_f.shape == out_n.shape == (shape[0], kshape[0], Ho, Wo)
@@ -83,6 +87,14 @@ def test_conv_batch_fast_equals_naive(xp, shape, kshape, stride, chunk):
     for got, want in zip(L.conv_batch_backward(dout, cache_f, chunk=chunk), L.conv_batch_backward_naive(dout, cache_n)):
         close(got, want)
     assert L.conv_batch_backward(dout, cache_f, need_dx=False, chunk=chunk)[0] is None
+
+
+def test_conv_batch_method_choice():
+    assert L.conv_batch_method(32, 3, 1) == "outputs"       # conv6: unfold the 3 output channels
+    assert L.conv_batch_method(3, 32, 1) == "strided"       # conv1: unfold the 3 input channels
+    assert L.conv_batch_method(32, 16, 2) == "strided"      # stride 2 is always plain im2col
+    with pytest.raises(ValueError):
+        L.conv_batch_forward(np.zeros((1, 2, 5, 5)), np.zeros((1, 2, 3, 3)), np.zeros(1), 2, method="rows")
 
 
 def test_conv_batch_chunks_cover_every_output_once():
@@ -132,6 +144,10 @@ def test_instance_norm_fast_equals_naive(xp, shape):
     out_n, cache_n = L.instance_norm_forward_naive(x, scale, shift)
     out_f, cache_f = L.instance_norm_forward(x, scale, shift)
     close(out_f, out_n)
+    scratch = x.copy()
+    out_o, cache_o = L.instance_norm_forward(scratch, scale, shift, overwrite_x=True)
+    assert cache_o[0] is scratch                       # xhat lives in the input's memory
+    close(out_o, out_n)
     dout = xp.asarray(r.normal(size=shape))
     for got, want in zip(L.instance_norm_backward(dout, cache_f), L.instance_norm_backward_naive(dout, cache_n)):
         close(got, want, 1e-11)
@@ -201,3 +217,25 @@ def test_transform_layer_gradients_match_finite_differences(xp, index):
     assert tol == LAYER_TOLERANCE
     err = fn()
     assert err <= tol, f"{name}: max relative error {err:.2e} > {tol:.0e}"
+
+
+# ------------------------------------------------- writing straight into the next padded input
+
+def test_layers_write_into_the_interior_of_a_padded_buffer():
+    # The network writes each layer's output into the next convolution's padded input and fills only
+    # the border: the same numbers as padding a separate copy.
+    r = rng(11)
+    x = r.normal(size=(2, 3, 6, 5))
+    scale, shift = r.normal(size=3), r.normal(size=3)
+    for pad in (1, 4):
+        buf = np.full((2, 3, 6 + 2 * pad, 5 + 2 * pad), np.nan)
+        view = buf[:, :, pad:pad + 6, pad:pad + 5]
+        y, _ = L.instance_norm_forward(x, scale, shift, out=view)
+        assert y is view
+        L.reflect_border(buf, pad)
+        np.testing.assert_array_equal(buf, L.reflection_pad_forward(L.instance_norm_forward(x, scale, shift)[0], pad)[0])
+    small = r.normal(size=(2, 3, 3, 4))
+    buf = np.full((2, 3, 8, 10), np.nan)
+    L.upsample2x_forward(small, out=buf[:, :, 1:7, 1:9])
+    L.reflect_border(buf, 1)
+    np.testing.assert_array_equal(buf, L.reflection_pad_forward(L.upsample2x_forward(small)[0], 1)[0])

@@ -9,7 +9,7 @@ import pytest
 
 import handnst
 from handnst import layers as L
-from handnst.backend import get_xp, to_host
+from handnst.backend import get_xp
 from handnst.errors import InputError, RunError
 from handnst.gradcheck import OBJECTIVE_TOLERANCE, transform_net_checks
 from handnst.networks.transform import (FORMAT_NAME, TransformNet, load_transform_net, parameter_count,

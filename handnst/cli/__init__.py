@@ -13,7 +13,8 @@ import sys
 
 from handnst.cli.common import _Parser, _formatter
 from handnst.cli.runs import (_add_demo_parser, _add_grid_parser, _add_reconstruct_parser, _add_stylize_parser,
-                              _add_texture_parser, _cmd_demo, _cmd_grid, _cmd_reconstruct, _cmd_stylize, _cmd_texture)
+                              _add_texture_parser, _cmd_demo, _cmd_reconstruct, _cmd_stylize, _cmd_texture)
+from handnst.cli.batch import _add_batch_parser, _add_grid_cluster_options, _cmd_batch, _cmd_grid
 from handnst.cli.bench import _add_bench_parser, _cmd_bench
 from handnst.cli.gradcheck import _add_gradcheck_parser, _cmd_gradcheck
 from handnst.cli.weights import _add_weights_parser, _cmd_weights
@@ -29,6 +30,7 @@ examples:
   handnst stylize photo.jpg painting.jpg -o out.png --size 256
   handnst train painting.jpg -o painting.h5     train a feed-forward network for one style (Johnson et al.)
   handnst apply painting.h5 photo.jpg -o out.jpg   stylize photos with it in one forward pass each
+  handnst batch --content photos/ --style paintings/ -o out/   every photo in every style, on all cores
   handnst weights fetch                         download and convert the pretrained VGG19 weights
   handnst gradcheck                             check every hand-written gradient against finite differences
   handnst bench --size 256x192                  time one objective evaluation against the machine's sgemm
@@ -53,6 +55,8 @@ def build_parser():
     _add_grid_parser(sub)
     _add_train_parser(sub)
     _add_apply_parser(sub)
+    _add_grid_cluster_options(sub.choices["grid"])   # grid's cells can run as a batch
+    _add_batch_parser(sub)
     _add_weights_parser(sub)
     _add_gradcheck_parser(sub)
     _add_bench_parser(sub)
@@ -66,6 +70,7 @@ COMMANDS = {
     "reconstruct": _cmd_reconstruct,
     "texture": _cmd_texture,
     "grid": _cmd_grid,
+    "batch": _cmd_batch,
     "demo": _cmd_demo,
     "train": _cmd_train,
     "apply": _cmd_apply,

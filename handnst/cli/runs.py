@@ -2,6 +2,7 @@
 
 import os
 
+from handnst.errors import InputError
 from handnst.cli.common import (_add_run_options, _check_outputs, _finish, _format_loss, _formatter, _layer, _logger,
                                 _nonnegative_float, _positive_float, _positive_int, _progress, _run_options, _say,
                                 _write_report)
@@ -16,6 +17,11 @@ examples:
   handnst stylize photo.jpg a.jpg b.jpg --style-blend-weights 0.7 0.3 -o blend.png
   handnst stylize photo.jpg painting.jpg -o out.png --preserve-color --save-every 25
   handnst stylize photo.jpg painting.jpg -o paper.png --init noise --content-weight 1 --style-weight 1000
+  handnst stylize photo.jpg painting.jpg -o big.png --size 512 --start-size 128     # coarse-to-fine
+  handnst stylize photo.jpg painting.jpg -o out.png --color-control histogram --color-match sym
+  handnst stylize photo.jpg -o out.png --region sky.png clouds.jpg --region ground.png grass.jpg
+  handnst stylize photo.jpg -o out.png --region labels.png#3366ff a.jpg --region labels.png#ff0000 b.jpg b_mask.png
+  handnst stylize photo.jpg painting.jpg -o out.png --style-scale 2                 # larger brush strokes
 """
 
 
@@ -29,7 +35,8 @@ def _add_stylize_parser(sub):
         formatter_class=_formatter, epilog=STYLIZE_EPILOG,
     )
     p.add_argument("content", metavar="CONTENT", help="the photograph (any image file Pillow reads)")
-    p.add_argument("styles", metavar="STYLE", nargs="+", help="the painting(s); several are blended")
+    p.add_argument("styles", metavar="STYLE", nargs="*",
+                   help="the painting(s); several are blended (none when --region gives the styles)")
     _add_run_options(p, size=T.DEFAULT_SIZE, iters=T.DEFAULT_ITERS, init=T.DEFAULT_INIT,
                      init_help=f"starting image: content, noise (the paper), content+noise, style, or an image "
                                f"file (default {T.DEFAULT_INIT})")
@@ -48,20 +55,77 @@ def _add_stylize_parser(sub):
     p.add_argument("--style-blend-weights", type=_nonnegative_float, nargs="+", default=None, metavar="W",
                    help="one weight per style image (default: equal), normalised to sum to 1")
     p.add_argument("--preserve-color", action="store_true",
-                   help="keep the photograph's colours: transfer the style on luminance only")
+                   help="keep the photograph's colours: the same as --color-control luminance")
+    p.add_argument("--color-control", choices=["luminance", "histogram"], default=None,
+                   help="keep the photograph's colours: luminance (transfer on luminance only) or histogram "
+                        "(first give the style the photograph's colour mean and covariance)")
+    p.add_argument("--color-match", choices=["chol", "pca", "sym"], default=None,
+                   help="how --color-control histogram maps the colours: Cholesky, PCA or symmetric square root "
+                        "(default sym)")
+    p.add_argument("--region", nargs="+", action="append", default=None, metavar="PATH",
+                   help="CONTENT_MASK STYLE [STYLE_MASK], repeatable: the masked region of the photograph takes "
+                        "its style from STYLE (or from its part under STYLE_MASK); masks are greyscale images or "
+                        "one colour of a label map (labels.png#ff0000); together they must cover the photograph")
+    p.add_argument("--style-scale", type=_positive_float, default=None, metavar="F",
+                   help="the style image at F times the photograph's size: F > 1 gives larger brush strokes")
+    _add_level_options(p)
 
 
 def _cmd_stylize(args):
     from handnst import transfer
     _check_outputs(args)
     options, frames = _run_options(args)
+    if not args.styles and not args.region:
+        raise InputError("give a STYLE image after CONTENT, or the styles of regions with --region")
+    _bar_per_level(args, options)
     result = transfer.stylize(
-        args.content, args.styles if len(args.styles) > 1 else args.styles[0],
+        args.content, (args.styles if len(args.styles) > 1 else args.styles[0]) if args.styles else None,
         style_size=args.style_size, content_weight=args.content_weight, style_weight=args.style_weight,
         content_layers=args.content_layers, style_layers=args.style_layers,
         style_layer_weights=args.style_layer_weights, style_blend_weights=args.style_blend_weights,
-        preserve_color=args.preserve_color, **options)
+        preserve_color=args.preserve_color, color_control=args.color_control, color_match=args.color_match,
+        regions=args.region, style_scale=args.style_scale, **_level_options(args), **options)
+    _say_levels(args, result)
     return _finish(args, result, frames)
+
+
+def _bar_per_level(args, options):
+    """Coarse-to-fine runs draw one progress bar per level (made by the run), not one for --iters."""
+    if args.start_size and options.get("progress"):
+        options["progress"].close()
+        options["progress"] = True
+    return options
+
+
+def _add_level_options(p, normalization=True):
+    from handnst import levels
+    p.add_argument("--start-size", type=_positive_int, default=None, metavar="N",
+                   help="coarse-to-fine: start at N pixels and refine the upsampled picture up to --size")
+    p.add_argument("--level-factor", type=_positive_float, default=levels.DEFAULT_LEVEL_FACTOR, metavar="F",
+                   help=f"coarse-to-fine: each level at most F times the one before "
+                        f"(default {levels.DEFAULT_LEVEL_FACTOR:g})")
+    p.add_argument("--level-iters", type=_positive_int, nargs="+", default=None, metavar="K",
+                   help="coarse-to-fine: iterations of every level, smallest first (default: --iters at the "
+                        "smallest, halved at each next level)")
+    if not normalization:       # texture: no content term, nothing to balance
+        return
+    p.add_argument("--normalization", choices=list(levels.NORMALIZATIONS), default=levels.DEFAULT_NORMALIZATION,
+                   help="paper: the paper's loss (in coarse-to-fine runs every level gets the final size's balance); "
+                        "size-invariant: the same weights give the same look at any --size (default paper)")
+
+
+def _level_options(args, normalization=True):
+    out = dict(start_size=args.start_size, level_factor=args.level_factor, level_iters=args.level_iters)
+    if normalization:
+        out["normalization"] = args.normalization
+    return out
+
+
+def _say_levels(args, result):
+    for level in result.levels:
+        _say(args, f"handnst: level {level['level']} at {level['size'][0]}x{level['size'][1]}: "
+                   f"{level['iterations']} iterations, {level['evaluations']} evaluations in "
+                   f"{level['seconds']:.1f} s; {_format_loss(level['loss'])}")
 
 
 # ----------------------------------------------------------------------------------- reconstruct
@@ -112,13 +176,17 @@ def _add_texture_parser(sub):
                    help="one weight per layer (default: equal)")
     _add_run_options(p, size=T.DEFAULT_SIZE, iters=T.DEFAULT_ITERS, init="noise",
                      init_help="starting image: noise (the paper, default), style, or an image file")
+    _add_level_options(p, normalization=False)
 
 
 def _cmd_texture(args):
     from handnst import transfer
     _check_outputs(args)
     options, frames = _run_options(args)
-    result = transfer.texture(args.style, args.layers, style_layer_weights=args.style_layer_weights, **options)
+    _bar_per_level(args, options)
+    result = transfer.texture(args.style, args.layers, style_layer_weights=args.style_layer_weights,
+                              **_level_options(args, normalization=False), **options)
+    _say_levels(args, result)
     return _finish(args, result, frames)
 
 

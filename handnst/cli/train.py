@@ -17,6 +17,7 @@ examples:
   handnst train painting.jpg -o tiny.h5 --size 64 --batch 2 --iters 60 --width 8 --residual-blocks 2
   handnst train painting.jpg -o m.h5 --save-every 50            # m_0050.png ... and m_progress.gif
   handnst apply painting.h5 photo.jpg -o out.jpg                  # then: one forward pass per photo
+  handnst train a.jpg b.jpg c.jpg -o models/ --workers 3          # one network per style, side by side (Dask)
 
 Each step takes --batch random crops (--size pixels square, random scale, position and mirroring)
 of the photographs, runs them through the network and the network's pictures through VGG19, and
@@ -41,7 +42,9 @@ def _add_train_parser(sub):
                     "backward pass, VGG19's and the network's, is written by hand; the optimizer is Adam.",
         formatter_class=_formatter, epilog=TRAIN_EPILOG,
     )
-    p.add_argument("style", metavar="STYLE", help="the style image (a painting; any image file Pillow reads)")
+    p.add_argument("style", metavar="STYLE", nargs="+",
+                   help="the style image (a painting; any image file Pillow reads); several, or folders, with "
+                        "--workers or --scheduler")
     p.add_argument("-o", "--output", required=True, metavar="MODEL",
                    help="the trained network, an HDF5 file (e.g. painting.h5), written atomically")
     p.add_argument("--data", metavar="DIR", default=None,
@@ -97,6 +100,8 @@ def _add_train_parser(sub):
     p.add_argument("--json", metavar="REPORT",
                    help="write a JSON report: the loss history per step, timings, every option")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or status lines on stderr")
+    from handnst.cli.batch import _add_cluster_options
+    _add_cluster_options(p, "train")
 
 
 def _check_model_path(path):
@@ -137,6 +142,13 @@ class _Frames:
 
 def _cmd_train(args):
     from handnst import train as T
+    if args.workers is not None or args.scheduler is not None:
+        from handnst.cli.batch import _cmd_train_batch
+        return _cmd_train_batch(args)
+    if len(args.style) > 1:
+        raise InputError("one style per network: several styles train side by side as a batch, with --workers N "
+                         "or --scheduler ADDRESS and -o a folder")
+    args.style = args.style[0]
     _check_model_path(args.output)
     _check_report_path(args.json)
     checkpoint = args.checkpoint or T.default_checkpoint_path(args.output)

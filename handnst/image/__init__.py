@@ -7,6 +7,8 @@
 | `vgg_space.py` | input conventions, preprocess / deprocess to and from VGG's input space, pixel  |
 |                | bounds                                                                          |
 | `color.py`     | YIQ, luminance-only transfer and restoring the content's chrominance            |
+| `color_match.py` | the style's colours mapped to the content's mean and covariance (chol/pca/sym) |
+| `masks.py`     | region masks for spatial control: greyscale or colour-keyed files, resized      |
 | `draw.py`      | the labelled grid of the paper's Figure 3, the procedural style picture         |
 | `resize.py`    | bilinear resizing of arrays                                                     |
 | `initial.py`   | the picture an optimization starts from                                         |
@@ -41,6 +43,17 @@ from handnst.image.color import (  # noqa: F401
     restore_chrominance,
     RGB_TO_YIQ,
     YIQ_TO_RGB,
+)
+from handnst.image.color_match import (  # noqa: F401
+    match_color,
+    match_color_image,
+    color_transform,
+    mean_and_covariance,
+)
+from handnst.image.masks import (  # noqa: F401
+    load_mask,
+    resize_mask,
+    mask_from_image,
 )
 from handnst.image.draw import (  # noqa: F401
     make_grid,

@@ -86,10 +86,12 @@ from handnst.layers.reflection_pad import (  # noqa: F401
     reflection_pad_backward_naive,
     reflection_pad_forward,
     reflection_pad_backward,
+    reflect_border,
 )
 from handnst.layers.conv_batch import (  # noqa: F401
     conv_batch_output_size,
     conv_batch_chunks,
+    conv_batch_method,
     conv_batch_forward_naive,
     conv_batch_backward_naive,
     im2col_batch,

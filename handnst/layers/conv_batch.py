@@ -28,13 +28,19 @@ The unfolded matrix is kh*kw times bigger than the image (81 times for a 9x9 ker
 built for as many images as fit in `chunk` elements at a time (the whole training batch at the
 inner layers) and, for a large photo, for a band of output rows at a time; each chunk is one
 product. The chunks bound the memory (a 9x9 layer on a 1024x768 photo would need gigabytes at
-once) and keep the unfolded matrix in cache while the product reads it. Nothing is kept between
-forward and backward but the input: the backward pass unfolds it again.
+once) but are large (64 MB): every product is a point where BLAS's threads wait for each other,
+and on a busy machine a training step of many small products was measured 1.4 to 2.7 times
+slower with two threads than the same step in fewer, larger ones. Nothing is kept between forward
+and backward but the input: the backward pass unfolds it again.
+
+For stride 1 with fewer output than input channels (conv4, conv5 and above all conv6, 9x9 from 32
+channels to 3) it is cheaper to multiply first and unfold the *outputs* ("outputs" below): the
+unfolded matrix then has kh*kw*K rows instead of kh*kw*C, ten times fewer for conv6.
 """
 
 from handnst.backend import array_module, gemm
 
-CHUNK_ELEMENTS = 1 << 22       # 16 MB of float32 unfolded windows per product
+CHUNK_ELEMENTS = 1 << 24       # 64 MB of float32 unfolded windows per product
 
 
 def conv_batch_output_size(size, kernel, stride):
@@ -90,15 +96,15 @@ def conv_batch_backward_naive(dout, cache):
 
 # -------------------------------------------------------------------------- fast path: im2col
 
-def conv_batch_chunks(N, Ho, Wo, rows_per_column, chunk=CHUNK_ELEMENTS):
+def conv_batch_chunks(N, Ho, Wo, rows_per_column, chunk=CHUNK_ELEMENTS, min_band=1):
     """Split the outputs into pieces (n0, n1, r0, r1) whose unfolded windows have at most `chunk`
     elements (rows_per_column = C*kh*kw): whole images in groups while one image fits, else bands
-    of output rows of one image (at least one row)."""
+    of output rows of one image (at least `min_band` rows)."""
     per_image = rows_per_column * Ho * Wo
     if per_image <= chunk:
         g = max(1, chunk // per_image)
         return [(n0, min(N, n0 + g), 0, Ho) for n0 in range(0, N, g)]
-    band = max(1, chunk // (rows_per_column * Wo))
+    band = max(1, min_band, chunk // (rows_per_column * Wo))
     return [(n, n + 1, r0, min(Ho, r0 + band)) for n in range(N) for r0 in range(0, Ho, band)]
 
 
@@ -136,48 +142,195 @@ def col2im_batch(dcols, dx, kh, kw, stride, n0, n1, r0, r1, Wo):
     return dx
 
 
-def conv_batch_forward(x, w, b, stride=1, chunk=CHUNK_ELEMENTS):
+# ------------------------------------------------- stride 1: the padded rows read as one long row
+#
+# With stride 1 there is a cheaper way to unfold. Flatten each channel of an image to one row of
+# length H*W. Output (i, j) reads x[c, i + u, j + v] = flat[c, (i + u) W + j + v] = flat[c, q + o_uv]
+# with q = i W + j and the tap's offset o_uv = u W + v. So if the outputs are computed on the wider
+# grid (Ho, W) instead of (Ho, Wo), i.e. at every q in 0 .. Ho*W - 1, tap (u, v) reads the
+# *contiguous* piece flat[c, o_uv : o_uv + Ho*W]: unfolding is kh*kw plain copies (no strided
+# gather), and folding back is kh*kw plain additions. The kw - 1 extra columns j >= Wo read pixels
+# that wrap around into the next row; they are junk, never copied to the output, and their upstream
+# gradient is set to zero in the backward pass. (The last tap would read kw - 1 elements past the
+# end for the junk at the very end; those are filled with zeros.)
+#
+# Two ways to use it, chosen by which unfolded matrix is smaller:
+#
+#   "rows":    unfold the *input*, as above: cols (C*kh*kw, Ho*W); out = w @ cols. Best when
+#              C <= K (the 3-channel image, the residual blocks).
+#   "outputs": multiply first, unfold the *outputs*: Z = wt @ x_flat with wt (kh*kw*K, C), a
+#              product for every tap and output channel at every input position, and then
+#              out[k, q] = sum_uv Z[(u, v, k), q + o_uv], kh*kw shifted additions of K rows. Its
+#              unfolded matrix has kh*kw*K rows instead of kh*kw*C: for conv6 (9x9, 32 -> 3) that is
+#              243 instead of 2592, ten times less memory traffic. Its backward pass unfolds the
+#              upstream gradient the same way, dZ[(u, v, k), p] = dout[k, p - o_uv], and then
+#              dx = wt^T @ dZ and dwt = dZ @ x^T are again single products.
+
+METHODS = ("strided", "rows", "outputs")
+
+
+def conv_batch_method(C, K, stride):
+    """The fast path's choice: "outputs" for stride 1 when the layer has fewer output than input
+    channels, else "strided" im2col. (Measured: "rows" is no faster than "strided" with NumPy's
+    strided copies; it is kept as the simplest form of the flat-row reading "outputs" builds on.)"""
+    return "outputs" if stride == 1 and K < C else "strided"
+
+
+def _unfold_rows(xf, kh, kw, Wp, n0, n1, r0, R, out):
+    """cols (C, kh, kw, g, R*Wp) for output rows r0 .. r0+R-1 of images n0 .. n1-1 (method "rows"):
+    tap (u, v) is the contiguous piece xf[n, c, (r0 + u) Wp + v :][:R*Wp] of every flattened channel."""
+    C, L = xf.shape[1], xf.shape[2]
+    g, Lb = n1 - n0, R * Wp
+    cols = out.reshape(C, kh, kw, g, Lb)
+    for u in range(kh):
+        for v in range(kw):
+            start = (r0 + u) * Wp + v
+            avail = min(Lb, L - start)
+            cols[:, u, v, :, :avail] = xf[n0:n1, :, start:start + avail].transpose(1, 0, 2)
+            if avail < Lb:
+                cols[:, u, v, :, avail:] = 0
+    return out
+
+
+def _fold_rows(dcols, dxf, kh, kw, Wp, n0, n1, r0, R):
+    """The adjoint of _unfold_rows: every tap's piece is added back where it was read from."""
+    C, L = dxf.shape[1], dxf.shape[2]
+    g, Lb = n1 - n0, R * Wp
+    cols = dcols.reshape(C, kh, kw, g, Lb)
+    for u in range(kh):
+        for v in range(kw):
+            start = (r0 + u) * Wp + v
+            avail = min(Lb, L - start)
+            dxf[n0:n1, :, start:start + avail] += cols[:, u, v, :, :avail].transpose(1, 0, 2)
+
+
+def _band(x, n0, n1, r0, rows):
+    """Input rows r0 .. r0+rows-1 of images n0 .. n1-1 as one contiguous (C, g*rows*W) matrix (a view
+    when that is already the memory layout: one whole image)."""
+    xp = array_module(x)
+    return xp.ascontiguousarray(x[n0:n1, :, r0:r0 + rows].transpose(1, 0, 2, 3)).reshape(x.shape[1], -1)
+
+
+def _upstream(dout, n0, n1, r0, r1, Wp):
+    """The chunk's dout (g, K, R, Wo) as (K, g, R*Wp), contiguous, zero in the junk columns."""
+    xp = array_module(dout)
+    K, Wo = dout.shape[1], dout.shape[3]
+    d = xp.zeros((K, n1 - n0, r1 - r0, Wp), dtype=dout.dtype)
+    d[..., :Wo] = dout[n0:n1, :, r0:r1].transpose(1, 0, 2, 3)
+    return d.reshape(K, n1 - n0, -1)
+
+
+def _contiguous(xp, a):
+    return a if a.flags.c_contiguous else xp.ascontiguousarray(a)
+
+
+def conv_batch_forward(x, w, b, stride=1, chunk=CHUNK_ELEMENTS, method=None):
     """Same contract as conv_batch_forward_naive: one matrix product per chunk of the batch.
 
-    The product gives the chunk's outputs channel-first across the images, (K, g, R, Wo); they are
-    copied into out (N, K, Ho, Wo) with the bias added in the same pass.
+    `method` ("strided", "rows", "outputs"; see above) is chosen by conv_batch_method unless given.
+    The product gives the chunk's outputs channel-first across the images, (K, g, R, Wo) (or Wp wide
+    with junk columns); they are copied into out (N, K, Ho, Wo) with the bias added in the same pass.
     """
     xp = array_module(x)
     N, C, H, W, K, kh, kw, Ho, Wo = _sizes(x.shape, w.shape, stride)
-    wm = w.reshape(K, C * kh * kw)
-    if not wm.flags.c_contiguous:
-        wm = xp.ascontiguousarray(wm)
+    method = method or conv_batch_method(C, K, stride)
+    if method != "strided" and stride != 1:
+        raise ValueError(f"method {method!r} needs stride 1")
+    x = _contiguous(xp, x)
     out = xp.empty((N, K, Ho, Wo), dtype=x.dtype)
     bias = b.reshape(1, K, 1, 1)
-    for n0, n1, r0, r1 in conv_batch_chunks(N, Ho, Wo, C * kh * kw, chunk):
-        cols = im2col_batch(x, kh, kw, stride, n0, n1, r0, r1, Wo)
-        prod = xp.empty((K, cols.shape[1]), dtype=x.dtype)
-        gemm(wm, cols, prod)
-        xp.add(prod.reshape(K, n1 - n0, r1 - r0, Wo).transpose(1, 0, 2, 3), bias, out=out[n0:n1, :, r0:r1])
-    return out, (x, w, stride)
+    if method == "strided":
+        wm = _contiguous(xp, w.reshape(K, C * kh * kw))
+        for n0, n1, r0, r1 in conv_batch_chunks(N, Ho, Wo, C * kh * kw, chunk):
+            cols = im2col_batch(x, kh, kw, stride, n0, n1, r0, r1, Wo)
+            prod = xp.empty((K, cols.shape[1]), dtype=x.dtype)
+            gemm(wm, cols, prod)
+            xp.add(prod.reshape(K, n1 - n0, r1 - r0, Wo).transpose(1, 0, 2, 3), bias, out=out[n0:n1, :, r0:r1])
+    elif method == "rows":
+        wm = _contiguous(xp, w.reshape(K, C * kh * kw))
+        xf = x.reshape(N, C, H * W)
+        for n0, n1, r0, r1 in conv_batch_chunks(N, Ho, W, C * kh * kw, chunk):
+            g, R = n1 - n0, r1 - r0
+            cols = _unfold_rows(xf, kh, kw, W, n0, n1, r0, R, xp.empty((C * kh * kw, g * R * W), dtype=x.dtype))
+            prod = xp.empty((K, g * R * W), dtype=x.dtype)
+            gemm(wm, cols.reshape(C * kh * kw, -1), prod)
+            xp.add(prod.reshape(K, g, R, W)[..., :Wo].transpose(1, 0, 2, 3), bias, out=out[n0:n1, :, r0:r1])
+    elif method == "outputs":
+        wt = xp.ascontiguousarray(w.transpose(2, 3, 0, 1)).reshape(kh * kw * K, C)
+        for n0, n1, r0, r1 in conv_batch_chunks(N, Ho, W, kh * kw * K, chunk, min_band=4 * (kh - 1)):
+            g, R = n1 - n0, r1 - r0
+            rows_in, Lb = R + kh - 1, R * W
+            Lin = rows_in * W
+            Z = xp.empty((kh * kw * K, g * Lin), dtype=x.dtype)
+            gemm(wt, _band(x, n0, n1, r0, rows_in), Z)
+            Z5 = Z.reshape(kh, kw, K, g, Lin)
+            acc = xp.zeros((K, g, Lb), dtype=x.dtype)
+            for u in range(kh):
+                for v in range(kw):
+                    o = u * W + v
+                    avail = min(Lb, Lin - o)
+                    acc[:, :, :avail] += Z5[u, v, :, :, o:o + avail]
+            xp.add(acc.reshape(K, g, R, W)[..., :Wo].transpose(1, 0, 2, 3), bias, out=out[n0:n1, :, r0:r1])
+    else:
+        raise ValueError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
+    return out, (x, w, stride, method)
 
 
 def conv_batch_backward(dout, cache, need_dx=True, chunk=CHUNK_ELEMENTS):
-    """dx, dw, db of conv_batch_forward, one product for dw and one for dcols per chunk.
+    """dx, dw, db of conv_batch_forward, one product for dw and one for dx per chunk.
 
     dout (N, K, Ho, Wo). With need_dx=False (the network's first layer, whose input is the image)
-    dx is None and its product and col2im are skipped.
+    dx is None and its product and folding are skipped. The method is the forward pass's.
     """
-    x, w, stride = cache
+    x, w, stride, method = cache
     xp = array_module(x)
     N, C, H, W, K, kh, kw, Ho, Wo = _sizes(x.shape, w.shape, stride)
-    wm = w.reshape(K, C * kh * kw)
-    if not wm.flags.c_contiguous:
-        wm = xp.ascontiguousarray(wm)
-    dwm = xp.zeros((K, C * kh * kw), dtype=x.dtype)
     dx = xp.zeros_like(x) if need_dx else None
-    for n0, n1, r0, r1 in conv_batch_chunks(N, Ho, Wo, C * kh * kw, chunk):
-        # the chunk's upstream gradient, channel-first across the images: (K, g*R*Wo), contiguous
-        d = xp.ascontiguousarray(dout[n0:n1, :, r0:r1].transpose(1, 0, 2, 3)).reshape(K, -1)
-        cols = im2col_batch(x, kh, kw, stride, n0, n1, r0, r1, Wo)
-        gemm(d, cols, dwm, accumulate=True, trans_b=True)          # dw += dout @ cols^T
-        if need_dx:
-            gemm(wm, d, cols, trans_a=True)                          # dcols = w^T @ dout, into cols
-            col2im_batch(cols, dx, kh, kw, stride, n0, n1, r0, r1, Wo)
+    if method == "strided":
+        wm = _contiguous(xp, w.reshape(K, C * kh * kw))
+        dwm = xp.zeros((K, C * kh * kw), dtype=x.dtype)
+        for n0, n1, r0, r1 in conv_batch_chunks(N, Ho, Wo, C * kh * kw, chunk):
+            # the chunk's upstream gradient, channel-first across the images: (K, g*R*Wo), contiguous
+            d = xp.ascontiguousarray(dout[n0:n1, :, r0:r1].transpose(1, 0, 2, 3)).reshape(K, -1)
+            cols = im2col_batch(x, kh, kw, stride, n0, n1, r0, r1, Wo)
+            gemm(d, cols, dwm, accumulate=True, trans_b=True)          # dw += dout @ cols^T
+            if need_dx:
+                gemm(wm, d, cols, trans_a=True)                          # dcols = w^T @ dout, into cols
+                col2im_batch(cols, dx, kh, kw, stride, n0, n1, r0, r1, Wo)
+        dw = dwm.reshape(w.shape)
+    elif method == "rows":
+        wm = _contiguous(xp, w.reshape(K, C * kh * kw))
+        dwm = xp.zeros((K, C * kh * kw), dtype=x.dtype)
+        xf = x.reshape(N, C, H * W)
+        for n0, n1, r0, r1 in conv_batch_chunks(N, Ho, W, C * kh * kw, chunk):
+            g, R = n1 - n0, r1 - r0
+            d = _upstream(dout, n0, n1, r0, r1, W).reshape(K, -1)
+            cols = _unfold_rows(xf, kh, kw, W, n0, n1, r0, R, xp.empty((C * kh * kw, g * R * W), dtype=x.dtype))
+            gemm(d, cols, dwm, accumulate=True, trans_b=True)          # dw += dout @ cols^T
+            if need_dx:
+                gemm(wm, d, cols, trans_a=True)                          # dcols = w^T @ dout, into cols
+                _fold_rows(cols, dx.reshape(N, C, H * W), kh, kw, W, n0, n1, r0, R)
+        dw = dwm.reshape(w.shape)
+    else:   # "outputs"
+        wt = xp.ascontiguousarray(w.transpose(2, 3, 0, 1)).reshape(kh * kw * K, C)
+        dwt = xp.zeros((C, kh * kw * K), dtype=x.dtype)
+        for n0, n1, r0, r1 in conv_batch_chunks(N, Ho, W, kh * kw * K, chunk, min_band=4 * (kh - 1)):
+            g, R = n1 - n0, r1 - r0
+            rows_in, Lb = R + kh - 1, R * W
+            Lin = rows_in * W
+            d = _upstream(dout, n0, n1, r0, r1, W)                       # (K, g, Lb)
+            dZ = xp.zeros((kh, kw, K, g, Lin), dtype=x.dtype)            # dZ[(u, v, k), p] = dout[k, p - o_uv]
+            for u in range(kh):
+                for v in range(kw):
+                    o = u * W + v
+                    avail = min(Lb, Lin - o)
+                    dZ[u, v, :, :, o:o + avail] = d[:, :, :avail]
+            dZ = dZ.reshape(kh * kw * K, g * Lin)
+            gemm(_band(x, n0, n1, r0, rows_in), dZ, dwt, accumulate=True, trans_b=True)   # dwt^T += x dZ^T
+            if need_dx:
+                dband = xp.empty((C, g * Lin), dtype=x.dtype)
+                gemm(wt, dZ, dband, trans_a=True)                                        # wt^T @ dZ
+                dx[n0:n1, :, r0:r0 + rows_in] += dband.reshape(C, g, rows_in, W).transpose(1, 0, 2, 3)
+        dw = xp.ascontiguousarray(dwt.reshape(C, kh, kw, K).transpose(3, 0, 1, 2))
     db = dout.sum(axis=(0, 2, 3))
-    return dx, dwm.reshape(w.shape), db
+    return dx, dw, db

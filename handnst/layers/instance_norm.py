@@ -88,20 +88,23 @@ def instance_norm_backward_naive(dout, cache):
 
 # ------------------------------------------------------------------------------------- fast path
 
-def instance_norm_forward(x, scale, shift, eps=EPS):
+def instance_norm_forward(x, scale, shift, eps=EPS, out=None, overwrite_x=False):
     """Same contract as the naive version, vectorized over the batch.
 
-    The cache keeps xhat (the backward pass needs it) and 1/sigma per image and channel.
+    The cache keeps xhat (the backward pass needs it) and 1/sigma per image and channel. `out`, if
+    given, receives y (any array of x's shape, such as the interior of the next layer's padded input).
+    With overwrite_x, xhat is computed in x's memory (a network whose convolution output is needed
+    by nobody else saves one map).
     """
     xp = array_module(x)
     N, C, H, W = x.shape
     mu = x.mean(axis=(2, 3), keepdims=True)
-    xhat = x - mu
+    xhat = xp.subtract(x, mu, out=x if overwrite_x else None)
     var = xp.einsum("ncp,ncp->nc", xhat.reshape(N, C, -1), xhat.reshape(N, C, -1)) / (H * W)
     inv = 1.0 / xp.sqrt(var + eps)
     inv = inv.astype(x.dtype, copy=False).reshape(N, C, 1, 1)
     xhat *= inv
-    y = xhat * scale.reshape(1, C, 1, 1)
+    y = xp.multiply(xhat, scale.reshape(1, C, 1, 1), out=out)
     y += shift.reshape(1, C, 1, 1)
     return y, (xhat, inv, scale)
 

@@ -68,10 +68,10 @@ def reflection_pad_backward_naive(dout, cache):
 # ------------------------------------------------------------------------------------- fast path
 
 def reflection_pad_forward(x, pad, out=None):
-    """Same contract as the naive version, with whole-slice copies: the interior in one copy, then
-    each of the `pad` mirrored rows (top and bottom), then each mirrored column over the full padded
-    height, which also fills the corners (a corner is the mirror of a mirrored row). The loops run
-    over the pad width (at most 4 here), never over pixels. `out` may be given to reuse a buffer.
+    """Same contract as the naive version, with four block copies after the interior: the mirrored
+    columns of the interior rows (left: x columns pad .. 1, reversed; right: W-2 .. W-1-pad), then
+    the mirrored rows over the full padded width, which also fills the corners (a corner is the
+    mirror of a mirrored column). Nothing loops over pixels; `out` may be given to reuse a buffer.
     """
     xp = array_module(x)
     _check(x.shape, pad)
@@ -80,32 +80,48 @@ def reflection_pad_forward(x, pad, out=None):
     if out is None:
         out = xp.empty((N, C, H + 2 * p, W + 2 * p), dtype=x.dtype)
     out[:, :, p:p + H, p:p + W] = x
-    for k in range(1, p + 1):
-        out[:, :, p - k, p:p + W] = x[:, :, k]                 # row p - k mirrors row k of x
-        out[:, :, p + H - 1 + k, p:p + W] = x[:, :, H - 1 - k]  # row H - 1 + k mirrors row H - 1 - k
-    for k in range(1, p + 1):
-        out[:, :, :, p - k] = out[:, :, :, p + k]
-        out[:, :, :, p + W - 1 + k] = out[:, :, :, p + W - 1 - k]
-    return out, (x.shape, pad)
+    return reflect_border(out, pad), (x.shape, pad)
+
+
+def reflect_border(out, pad):
+    """Fill the border of a padded buffer (N, C, H + 2 pad, W + 2 pad) whose interior already holds x,
+    in place: reflection padding without the copy of the interior, for a layer that wrote its output
+    straight into the next convolution's padded input. Returns `out`."""
+    p = pad
+    if p == 0:
+        return out
+    H, W = out.shape[2] - 2 * p, out.shape[3] - 2 * p
+    _check((H, W), pad)
+    x = out[:, :, p:p + H, p:p + W]
+    out[:, :, p:p + H, :p] = x[:, :, :, 1:p + 1][..., ::-1]                 # column p - k mirrors k
+    out[:, :, p:p + H, p + W:] = x[:, :, :, W - 1 - p:W - 1][..., ::-1]     # p + W - 1 + k mirrors W - 1 - k
+    out[:, :, :p] = out[:, :, p + 1:2 * p + 1][:, :, ::-1]                  # row p - k mirrors row p + k
+    out[:, :, p + H:] = out[:, :, H - 1:H - 1 + p][:, :, ::-1]              # row p + H - 1 + k mirrors p + H - 1 - k
+    return out
 
 
 def reflection_pad_backward(dout, cache):
-    """The adjoint of reflection_pad_forward: undo its copies in reverse order, adding instead of
-    copying. First every mirrored column adds into the column it was copied from (over the full
-    padded height, corners included), then every mirrored row adds into its source row, and the
-    interior is what remains. dout: (N, C, H + 2 pad, W + 2 pad) -> dx (N, C, H, W), a new array.
+    """The adjoint of reflection_pad_forward: every padded position adds its gradient into the pixel
+    it was copied from. The interior is copied once; the mirrored rows (top and bottom strips, without
+    the corners) add into rows 1 .. pad and H-1-pad .. H-2; the two column strips, taken over the full
+    padded height, are first folded along their rows (which sends the corners where they belong) and
+    then add into columns 1 .. pad and W-1-pad .. W-2. dout: (N, C, H + 2 pad, W + 2 pad) -> dx (N, C, H, W).
     """
     shape, pad = cache
     N, C, H, W = shape
     p = pad
     if p == 0:
         return dout.copy()
-    d = dout[:, :, :, p:p + W].copy()             # the columns of x, over the full padded height
-    for k in range(1, p + 1):
-        d[:, :, :, k] += dout[:, :, :, p - k]
-        d[:, :, :, W - 1 - k] += dout[:, :, :, p + W - 1 + k]
-    dx = d[:, :, p:p + H].copy()
-    for k in range(1, p + 1):
-        dx[:, :, k] += d[:, :, p - k]
-        dx[:, :, H - 1 - k] += d[:, :, p + H - 1 + k]
+
+    def fold_rows(strip):               # (..., H + 2p, k) -> (..., H, k): rows added onto their mirrors
+        f = strip[:, :, p:p + H].copy()
+        f[:, :, 1:p + 1] += strip[:, :, :p][:, :, ::-1]
+        f[:, :, H - 1 - p:H - 1] += strip[:, :, p + H:][:, :, ::-1]
+        return f
+
+    dx = dout[:, :, p:p + H, p:p + W].copy()
+    dx[:, :, 1:p + 1] += dout[:, :, :p, p:p + W][:, :, ::-1]
+    dx[:, :, H - 1 - p:H - 1] += dout[:, :, p + H:, p:p + W][:, :, ::-1]
+    dx[:, :, :, 1:p + 1] += fold_rows(dout[:, :, :, :p])[..., ::-1]
+    dx[:, :, :, W - 1 - p:W - 1] += fold_rows(dout[:, :, :, p + W:])[..., ::-1]
     return dx

@@ -31,7 +31,13 @@ in place or replace them.
 The biases of the convolutions in front of an instance normalization (all but conv6) get a
 gradient of exactly zero: the normalization subtracts the per-channel mean, which takes any constant
 added to a channel away again (see handnst.layers.instance_norm). They are kept all the same, so
-that the weights files line up with other tools'.
+that the weights files line up with other tools'. For the same reason the shifts of each residual
+block's second normalization get a gradient that is zero in exact arithmetic (a constant added to
+the residual stream reaches only convolutions followed by normalizations); those are computed, and
+come out as rounding noise.
+
+Applying the network to a large photo: `net.forward(x, cache=False)` keeps nothing for a backward
+pass. Training: `net.backward(dy, need_dx=False)` skips the image's own gradient.
 """
 
 import json
@@ -162,43 +168,82 @@ class TransformNet:
         x = self.check_input(x)
         tape = [] if cache else None
         p = self.params
+        xp = self.xp
 
-        def conv(name, h, stride):
-            w, b = p[f"{name}/weight"], p[f"{name}/bias"]
-            hp, pad_cache = L.reflection_pad_forward(h, w.shape[2] // 2)
-            out, conv_cache = L.conv_batch_forward(hp, w, b, stride)
+        # Every layer that feeds a convolution writes its output straight into the interior of that
+        # convolution's padded input, and only the border is then filled by reflection: the padding
+        # costs no copy of the map. The convolution keeps that padded buffer for its backward pass
+        # (the ReLU mask of the layer before reads the interior of the same buffer).
+
+        def pad_of(name):
+            return p[f"{name}/weight"].shape[2] // 2
+
+        def padded_for(name, shape):
+            """(buffer, interior view) for the padded input of convolution `name` from a map of `shape`."""
+            pad = pad_of(name)
+            N, C, H, W = shape
+            buf = xp.empty((N, C, H + 2 * pad, W + 2 * pad), dtype=self.dtype)
+            return buf, buf[:, :, pad:pad + H, pad:pad + W]
+
+        def conv(name, hp, stride, shape):
+            """convolution `name` of hp, its input already padded; `shape` is the unpadded input's."""
+            out, conv_cache = L.conv_batch_forward(hp, p[f"{name}/weight"], p[f"{name}/bias"], stride)
             if tape is not None:
-                tape.append(("conv", name, (pad_cache, conv_cache)))
+                tape.append(("conv", name, (conv_cache, (shape, pad_of(name)))))
             return out
 
-        def norm(name, h, relu):
-            out, norm_cache = L.instance_norm_forward(h, p[f"{name}/scale"], p[f"{name}/shift"])
+        def norm(name, h, relu, into=None):
+            """instance norm (+ ReLU) of h; with `into`, written into that convolution's padded input,
+            which is returned (else the normalized map)."""
+            buf, view = padded_for(into, h.shape) if into else (None, None)
+            # h, a convolution's output, is needed by nothing else: normalized in its own memory
+            out, norm_cache = L.instance_norm_forward(h, p[f"{name}/scale"], p[f"{name}/shift"], out=view,
+                                                      overwrite_x=True)
             if relu:
-                self.xp.maximum(out, 0, out=out)
+                xp.maximum(out, 0, out=out)
             if tape is not None:
                 tape.append(("norm", name, (norm_cache, out if relu else None)))
-            return out
+            return L.reflect_border(buf, pad_of(into)) if into else out
 
-        def upsample(h):
-            out, up_cache = L.upsample2x_forward(h)
+        def upsample(h, into):
+            buf, view = padded_for(into, (h.shape[0], h.shape[1], 2 * h.shape[2], 2 * h.shape[3]))
+            _, up_cache = L.upsample2x_forward(h, out=view)
             if tape is not None:
                 tape.append(("upsample", None, up_cache))
-            return out
+            return L.reflect_border(buf, pad_of(into)), view.shape
 
-        h = norm("norm1", conv("conv1", x, 1), relu=True)
-        h = norm("norm2", conv("conv2", h, 2), relu=True)
-        h = norm("norm3", conv("conv3", h, 2), relu=True)
-        for r in range(1, self.residual_blocks + 1):
+        def unpadded(buf, name):
+            pad = pad_of(name)
+            return buf[:, :, pad:buf.shape[2] - pad, pad:buf.shape[3] - pad]
+
+        R = self.residual_blocks
+        N, _, H, W = x.shape
+        hp, _ = L.reflection_pad_forward(x, pad_of("conv1"))
+        h = conv("conv1", hp, 1, x.shape)
+        h = norm("norm1", h, True, into="conv2")
+        h = norm("norm2", conv("conv2", h, 2, (N, self.width, H, W)), True, into="conv3")
+        shape = (N, 4 * self.width, H // 4, W // 4)
+        h = norm("norm3", conv("conv3", h, 2, (N, 2 * self.width, H // 2, W // 2)), True,
+                 into="res1/conv1" if R else None)
+        for r in range(1, R + 1):
+            hp, stream = h, unpadded(h, f"res{r}/conv1")        # the padded input and the stream itself
             if tape is not None:
                 tape.append(("residual_begin", None, None))
-            t = norm(f"res{r}/norm1", conv(f"res{r}/conv1", h, 1), relu=True)
-            t = norm(f"res{r}/norm2", conv(f"res{r}/conv2", t, 1), relu=False)
-            h, _ = residual_forward(h, t)
+            t = norm(f"res{r}/norm1", conv(f"res{r}/conv1", hp, 1, shape), True, into=f"res{r}/conv2")
+            t = norm(f"res{r}/norm2", conv(f"res{r}/conv2", t, 1, shape), False)
+            if r < R:                                                # the sum feeds the next block
+                h, view = padded_for(f"res{r + 1}/conv1", shape)
+                xp.add(stream, t, out=view)
+                L.reflect_border(h, pad_of(f"res{r + 1}/conv1"))
+            else:
+                h, _ = residual_forward(stream, t)
             if tape is not None:
                 tape.append(("residual_end", None, None))
-        h = norm("norm4", conv("conv4", upsample(h), 1), relu=True)
-        h = norm("norm5", conv("conv5", upsample(h), 1), relu=True)
-        y = conv("conv6", h, 1)
+        hp, up_shape = upsample(h, "conv4")
+        h = norm("norm4", conv("conv4", hp, 1, up_shape), True)
+        hp, up_shape = upsample(h, "conv5")
+        h = norm("norm5", conv("conv5", hp, 1, up_shape), True, into="conv6")
+        y = conv("conv6", h, 1, (N, self.width, H, W))
         self._tape = tape
         return y
 
@@ -223,7 +268,7 @@ class TransformNet:
         while tape:
             kind, name, cache = tape.pop()
             if kind == "conv":
-                pad_cache, conv_cache = cache
+                conv_cache, pad_cache = cache
                 first = not tape
                 dpad, grads[f"{name}/weight"], db = L.conv_batch_backward(d, conv_cache, need_dx=need_dx or not first)
                 # In front of an instance normalization the bias gradient is the sum over each channel
@@ -234,7 +279,9 @@ class TransformNet:
             elif kind == "norm":
                 norm_cache, relu_out = cache
                 if relu_out is not None:
-                    d = d * (relu_out > 0)
+                    mask = relu_out > 0
+                    shared = d is dy or any(d is skip for skip in skips)     # not ours to overwrite
+                    d = d * mask if shared else xp.multiply(d, mask, out=d)
                 d, grads[f"{name}/scale"], grads[f"{name}/shift"] = L.instance_norm_backward(d, norm_cache)
             elif kind == "upsample":
                 d = L.upsample2x_backward(d, cache)
