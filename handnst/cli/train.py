@@ -126,10 +126,12 @@ class _Frames:
         self.pattern = stem + "_{:04d}.png"
         self.gif = stem + "_progress.gif"
         self.small = []
+        self.paths = []
 
     def __call__(self, step, picture):
         from handnst.image import save_image
         path = save_image(picture, self.pattern.format(step))
+        self.paths.append(path)
         small = picture.copy()
         small.thumbnail((self.GIF_SIZE, self.GIF_SIZE))
         self.small.append(small)
@@ -194,7 +196,8 @@ def _cmd_train(args):
     print(f"wrote {args.output}: steps {result.resumed_from + 1}..{result.step} in {t['seconds']:.0f} s "
           f"({t['seconds_per_step']:.2f} s/step); {loss_text}")
     if gif:
-        print(f"wrote {len(frames.small)} pictures ({frames.pattern.format(args.save_every)} ...) and {gif}")
+        shown = frames.paths[0] + (" ..." if len(frames.paths) > 1 else "")
+        print(f"wrote {len(frames.paths)} picture{'s' if len(frames.paths) > 1 else ''} ({shown}) and {gif}")
     if result.checkpoint:
         _say(args, f"handnst: checkpoint {result.checkpoint}")
     if args.json:
