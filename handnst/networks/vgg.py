@@ -21,8 +21,10 @@ with 512 outputs also keep their Winograd filters transposed for the forward pas
 faster (`layers.winograd_taps_transposed`; 56 MB of extra memory for a speed-up of 5-11% there).
 """
 
+import time
+
 from handnst import layers as L
-from handnst.backend import array_module, canonical_backend, get_xp, resolve_dtype
+from handnst.backend import array_module, canonical_backend, get_xp, resolve_dtype, synchronize
 from handnst.errors import InputError
 from handnst.weights import KERAS_CONVENTION, ensure_weights, load_weights
 from handnst.weights.layout import CONV_LAYERS, CONV_NAMES, WEIGHT_SHAPES  # noqa: F401  (the table lives with the file format)
@@ -97,6 +99,9 @@ class VGG19:
         self._winograd_t = {}               # name -> winograd_taps_transposed, likewise
         self._buffers = {}
         self._state = None
+        # Set to a dict to time every layer: ("forward" | "backward", name) -> list of seconds, one
+        # entry per pass (the benchmark does this; a backward entry includes the layer's ReLU mask).
+        self.layer_times = None
 
     def __repr__(self):
         return (f"VGG19(pooling={self.pooling!r}, conv={self.conv!r}, backend={self.backend!r}, dtype={self.dtype.name!r}, "
@@ -199,6 +204,7 @@ class VGG19:
         deepest = max(LAYER_ORDER.index(n) for n in names)
         P = L.to_padded(x, out=self._buffer("input", L.padded_length(H, W), 3))
         maps = {}
+        clock = self._clock()
         for name in LAYER_ORDER[:deepest + 1]:
             if name.startswith("conv"):
                 out = self._buffer(name, L.padded_length(H, W), self._taps[name].shape[2])
@@ -209,6 +215,7 @@ class VGG19:
                 P = L.pool_forward_padded(P, H, W, out, self.pooling)
                 H, W = H2, W2
             maps[name] = (P, H, W)
+            clock("forward", name)
         self._state = {"shape": x.shape, "maps": maps, "deepest": deepest}
         if layout == "matrix":
             return {n: maps[n][0].T for n in names}
@@ -254,6 +261,7 @@ class VGG19:
         # backward pass per forward pass.
         self._state = None
         g = None
+        clock = self._clock()
         for index in range(lowest, -1, -1):
             name = LAYER_ORDER[index]
             P, H, W = maps[name]
@@ -281,7 +289,25 @@ class VGG19:
                 below, Hb, Wb = maps[LAYER_ORDER[index - 1]]
                 out = self._buffer(("grad", below.shape), *below.shape)
                 g = L.pool_backward_padded(g, below, Hb, Wb, out, self.pooling)
+            clock("backward", name)
         return L.from_padded(g, H0, W0)
+
+    def _clock(self):
+        """A function clock(direction, name) that books the time since its last call to that layer
+        in self.layer_times (a no-op when layer_times is None)."""
+        times = self.layer_times
+        if times is None:
+            return lambda direction, name: None
+        xp = self.xp
+        synchronize(xp)
+        last = [time.perf_counter()]
+
+        def clock(direction, name):
+            synchronize(xp)
+            now = time.perf_counter()
+            times.setdefault((direction, name), []).append(now - last[0])
+            last[0] = now
+        return clock
 
     def _as_padded(self, g, H, W, C, layout):
         if array_module(g) is not self.xp:
