@@ -159,7 +159,7 @@ def test_network_through_the_generic_gemm_path_used_on_cupy(monkeypatch):
     x = np.random.default_rng(5).normal(0, 50, (3, 20, 18))
     want = net.forward(x, ["conv1_1", "conv3_1"])
     dwant = net.backward({n: np.ones_like(v) for n, v in want.items()})
-    for module in (layers.padded, layers.winograd):     # every layer module that calls BLAS
+    for module in (layers.padded, layers.winograd, layers.winograd2d):     # every layer module that calls BLAS
         monkeypatch.setattr(module, "gemm", backend.generic_gemm)
     got = net.forward(x, ["conv1_1", "conv3_1"])
     for n in want:
@@ -167,16 +167,27 @@ def test_network_through_the_generic_gemm_path_used_on_cupy(monkeypatch):
     np.testing.assert_allclose(net.backward({n: np.ones_like(v) for n, v in got.items()}), dwant, rtol=1e-11, atol=1e-11)
 
 
-def test_winograd_runs_where_both_channel_counts_reach_256_and_agrees_with_direct():
+def test_each_convolution_runs_the_algorithm_chosen_for_its_shape():
     auto, direct = random_vgg19(3, dtype="float64"), random_vgg19(3, dtype="float64", conv="direct")
-    wino = [n for n in LAYER_ORDER if n.startswith("conv") and auto.uses_winograd(n)]
-    assert wino == ["conv3_2", "conv3_3", "conv3_4", "conv4_1", "conv4_2", "conv4_3", "conv4_4",
-                    "conv5_1", "conv5_2", "conv5_3", "conv5_4"]
-    assert not any(direct.uses_winograd(n) for n in LAYER_ORDER if n.startswith("conv"))
-    x = np.random.default_rng(5).normal(0, 50, (3, 52, 38))         # odd maps: conv3 13x9, conv4 6x4
-    layers = ["conv3_4", "conv4_2", "conv5_1"]
+    convs = [n for n in LAYER_ORDER if n.startswith("conv")]
+    assert [auto.algorithm(n) for n in convs] == ["direct"] + ["rows"] * 3 + ["2d"] * 12
+    assert [auto.algorithm(n, 13, 9) for n in convs] == ["direct"] + ["rows"] * 15      # odd maps: no whole 2x2 tiles
+    assert auto.algorithm("conv3_1", 12, 8) == "2d"
+    assert not any(direct.uses_winograd(n) for n in convs) and auto.uses_winograd("conv1_2")
+
+
+@pytest.mark.parametrize("shape", [(64, 32), (52, 38)])      # even maps down to conv5; odd ones (conv3 13x9, conv4 6x4)
+def test_winograd_network_agrees_with_the_direct_one(shape):
+    auto, direct = random_vgg19(3, dtype="float64"), random_vgg19(3, dtype="float64", conv="direct")
+    x = np.random.default_rng(5).normal(0, 50, (3,) + shape)
+    layers = ["conv1_2", "conv2_2", "conv3_4", "conv4_2", "conv5_1"]
     a, d = auto.forward(x, layers), direct.forward(x, layers)
-    assert sorted(auto._winograd_t) == ["conv4_1", "conv4_2", "conv4_3", "conv4_4", "conv5_1"]  # 512 out: transposed copy used
+    rows = ["conv1_2", "conv2_1", "conv2_2"]
+    blocks = {3: ["conv3_1", "conv3_2", "conv3_3", "conv3_4"], 4: ["conv4_1", "conv4_2", "conv4_3", "conv4_4"], 5: ["conv5_1"]}
+    # (64, 32): every map even, F(2x2, 3x3) from conv3_1 on. (52, 38): conv3 13x9 and conv5 3x2 are odd, conv4 6x4 even
+    odd = [] if shape == (64, 32) else [3, 5]
+    assert sorted(auto._winograd) == rows + [n for b in odd for n in blocks[b]]
+    assert sorted(auto._winograd2d) == [n for b in (3, 4, 5) if b not in odd for n in blocks[b]]
     for n in layers:
         np.testing.assert_allclose(a[n], d[n], rtol=1e-11, atol=1e-11 * float(abs(d[n]).max()))
     grads = {n: np.random.default_rng(6).normal(size=v.shape) for n, v in a.items()}
@@ -211,3 +222,29 @@ def test_a_gradient_can_be_written_into_the_network_by_a_function():
     got = net.backward({"conv2_1": write(g2), "conv3_1": write(g3)}, layout="matrix")
     np.testing.assert_allclose(got, want, rtol=1e-12)
     assert calls == [False, True]      # the deepest one stores, the next one adds
+
+
+def _objective_gradient(net, size, seed=11):
+    from handnst.losses import StyleTransferLoss
+    rng = np.random.default_rng(seed)
+    content, style, x = (rng.uniform(-110, 140, (3,) + size) for _ in range(3))    # VGG's input range
+    cast = [a.astype(net.dtype) for a in (content, style, x)]
+    loss = StyleTransferLoss(net, cast[0], cast[1], beta=5e3)
+    value, grad = loss(cast[2])
+    return value, grad.astype(np.float64)
+
+
+@pytest.mark.parametrize("size", [(64, 64), (48, 40)])      # every map even; odd maps (rows) from conv2 on
+def test_float32_gradient_of_the_whole_objective_is_within_1e_3_of_float64(size):
+    # What stylize runs (float32, Winograd where chosen) against the exact objective (float64, nine
+    # direct products everywhere), on the pretrained weights when there are any: relative error of the
+    # gradient (2-norm) and of the value.
+    from handnst.weights import find_weights
+    from handnst.networks.vgg import load_vgg19
+    found = find_weights()
+    make = (lambda **kw: load_vgg19(found, **kw)) if found else (lambda **kw: random_vgg19(0, **kw))
+    v32, g32 = _objective_gradient(make(dtype="float32"), size)
+    v64, g64 = _objective_gradient(make(dtype="float64", conv="direct"), size)
+    error = np.linalg.norm(g32 - g64) / np.linalg.norm(g64)
+    assert error <= 1e-3, error
+    assert abs(v32 - v64) <= 1e-4 * abs(v64)

@@ -17,6 +17,7 @@ vectorized version to run. The tests compare the two with each other and with fi
 | `padded.py`  | the layout VGG19 runs in: padded, channels last, flattened; 3x3 convolution as    |
 |              | nine matrix products on row slices, ReLU masks and pooling in that layout         |
 | `winograd.py`| the same 3x3 convolution with Winograd F(2, 3) along the rows                     |
+| `winograd2d.py`| ... and with Winograd F(2x2, 3x3), along the rows and the columns               |
 
 Everything is re-exported here, so `from handnst import layers as L; L.conv_forward(...)` works.
 """
@@ -71,4 +72,10 @@ from handnst.layers.winograd import (  # noqa: F401
     WINOGRAD_BT,
     WINOGRAD_G,
     WINOGRAD_AT,
+)
+from handnst.layers.winograd2d import (  # noqa: F401
+    winograd2d_taps,
+    winograd2d_scratch_shapes,
+    conv3x3_winograd2d_forward,
+    conv3x3_winograd2d_backward,
 )
