@@ -187,6 +187,7 @@ def matmul(a, b, out=None):
 _helper = None
 _helper_lock = threading.Lock()
 PARALLEL_MIN_ITEMS = 2
+PARALLEL_MIN_WORK = 1 << 16
 
 
 def _helper_pool():
@@ -197,11 +198,14 @@ def _helper_pool():
         return _helper
 
 
-def split_run(fn, n, threads=2):
+def split_run(fn, n, threads=2, work=None, xp=np):
     """fn(lo, hi) over 0..n: fn(0, n) alone, or with threads=2 fn(0, n // 2) here and fn(n // 2, n) on
     the helper thread at the same time. fn must write disjoint parts of its outputs for disjoint
-    ranges (each half is an independent slice of the work)."""
-    if threads < 2 or n < PARALLEL_MIN_ITEMS:
+    ranges (each half is an independent slice of the work). `work`, the number of array elements
+    the call touches: below PARALLEL_MIN_WORK a second thread costs more than it saves, and fn runs alone.
+    xp: the arrays' module; on CuPy the GPU runs each pass in parallel already, and fn runs alone."""
+    if (threads < 2 or n < PARALLEL_MIN_ITEMS or xp is not np
+            or (work is not None and work < PARALLEL_MIN_WORK)):
         fn(0, n)
         return
     half = n // 2

@@ -248,3 +248,46 @@ def test_float32_gradient_of_the_whole_objective_is_within_1e_3_of_float64(size)
     error = np.linalg.norm(g32 - g64) / np.linalg.norm(g64)
     assert error <= 1e-3, error
     assert abs(v32 - v64) <= 1e-4 * abs(v64)
+
+
+@pytest.mark.parametrize("pooling", ["avg", "max"])
+def test_two_threads_give_the_same_network(monkeypatch, pooling):
+    # The elementwise passes split their rows between two threads only above a size these tiny maps
+    # do not reach; with that threshold at zero every split runs, and nothing may change.
+    from handnst import backend
+    net = random_vgg19(3, dtype="float64", pooling=pooling)
+    x = np.random.default_rng(5).normal(0, 50, (3, 64, 32))
+    layers = ["conv1_2", "conv2_2", "conv3_4", "conv4_2", "conv5_1"]
+    want = net.forward(x, layers)
+    grads = {n: np.random.default_rng(6).normal(size=v.shape) for n, v in want.items()}
+    dwant = net.backward(grads)
+    calls = []
+    real = backend.split_run
+
+    def spy(fn, n, threads=2, work=None, xp=np):
+        calls.append(n)
+        return real(fn, n, threads, None, xp)
+    monkeypatch.setattr(backend, "PARALLEL_MIN_WORK", 0)
+    for module in (L.padded, L.winograd, L.winograd2d):
+        monkeypatch.setattr(module, "split_run", spy)
+    got = net.forward(x, layers)
+    for n in layers:
+        np.testing.assert_array_equal(got[n], want[n])
+    np.testing.assert_array_equal(net.backward(grads), dwant)
+    assert len(calls) > 50 and max(calls) >= 2
+
+
+def test_split_run_covers_the_range_once_and_passes_errors_on():
+    from handnst.backend import split_run
+    seen = []
+    split_run(lambda lo, hi: seen.append((lo, hi)), 7, threads=2)
+    assert sorted(seen) == [(0, 3), (3, 7)]
+    seen.clear()
+    split_run(lambda lo, hi: seen.append((lo, hi)), 7, threads=2, work=10)      # too little work: one call
+    assert seen == [(0, 7)]
+
+    def fail(lo, hi):
+        if lo > 0:
+            raise ValueError("second half")
+    with pytest.raises(ValueError, match="second half"):
+        split_run(fail, 4, threads=2)

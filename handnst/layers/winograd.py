@@ -1,7 +1,7 @@
 """3x3 convolution in the padded layout with Winograd F(2, 3) along the rows."""
 
 from handnst.backend import array_module, gemm, split_run
-from handnst.layers.padded import padded_grid
+from handnst.layers.padded import padded_grid, relu_inplace
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,7 +137,7 @@ def conv3x3_winograd_forward(P, H, W, U, bias, out, relu=True, scratch=None, tra
                 xp.subtract(d[1][lo:k], d[3][lo:k], out=z[3][lo:k])
             if k < hi:
                 z[3][max(k, lo):hi] = d[1][max(k, lo):hi]       # d3 = 0 below the bottom border
-        split_run(transform_input, n, threads)
+        split_run(transform_input, n, threads, work=n * Wp * C, xp=xp)
         if bias is not None:
             # m1 enters both outputs with weight +1, so a bias placed in it reaches both rows: the
             # products of a = 1 accumulate onto it, and no pass adds the bias to the outputs.
@@ -163,12 +163,12 @@ def conv3x3_winograd_forward(P, H, W, U, bias, out, relu=True, scratch=None, tra
             if k > lo:
                 xp.subtract(m[1][lo:k], m[2][lo:k], out=odd[lo:k])
                 odd[lo:k] -= m[3][lo:k]
-        split_run(transform_output, n, threads)
+        split_run(transform_output, n, threads, work=n * Wp * K, xp=xp)
     out[:start] = 0
     out[start + H * Wp:] = 0
     Yg[:, W:] = 0                      # the junk columns are the next map's border: zero
     if relu:
-        xp.maximum(Y, 0, out=Y)
+        relu_inplace(Y, threads)
     return out
 
 

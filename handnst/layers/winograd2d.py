@@ -26,7 +26,7 @@ algorithm or the direct one for maps that do not.
 """
 
 from handnst.backend import array_module, gemm, split_run
-from handnst.layers.padded import padded_grid, zero_border
+from handnst.layers.padded import padded_grid, relu_inplace, zero_border
 from handnst.layers.winograd import WINOGRAD_G
 
 _FLIP = (3, 1, 2, 0)
@@ -43,7 +43,7 @@ def winograd2d_taps(taps):
     return U.astype(taps.dtype).reshape(16, C, K)
 
 
-def winograd2d_scratch_shapes(H, W, C, K, chunk_bytes=4 << 20, itemsize=4):
+def winograd2d_scratch_shapes(H, W, C, K, chunk_bytes=8 << 20, itemsize=4):
     """Shapes of the scratch buffers of conv3x3_winograd2d_forward (R, Z, M), for tile rows processed
     `rows` at a time so that Z and M stay under about `chunk_bytes` each (the whole map when it fits)."""
     tiles_h, tiles_w = H // 2, W // 2
@@ -128,7 +128,8 @@ def conv3x3_winograd2d_forward(P, H, W, U, bias, out, relu=True, scratch=None, t
     tiles_h = H // 2
     for i0 in range(0, tiles_h, rows):
         n = min(rows, tiles_h - i0)
-        split_run(lambda lo, hi: _input_transform(P, H, W, R, Z, i0, n, lo, hi), n, threads)
+        split_run(lambda lo, hi: _input_transform(P, H, W, R, Z, i0, n, lo, hi), n, threads,
+                  work=4 * n * W * C, xp=xp)
         if bias is not None:
             M[5, :n * tw] = bias
         for k in range(16):
@@ -138,11 +139,11 @@ def conv3x3_winograd2d_forward(P, H, W, U, bias, out, relu=True, scratch=None, t
             else:
                 filters, trans = U[k], False
             gemm(Z[k, :n * tw], filters, M[k, :n * tw], accumulate=(k == 5 and bias is not None), trans_b=trans)
-        split_run(lambda lo, hi: _output_transform(M, Yg, W, i0, n, lo, hi), n, threads)
+        split_run(lambda lo, hi: _output_transform(M, Yg, W, i0, n, lo, hi), n, threads,
+                  work=4 * n * W * K, xp=xp)
     zero_border(out, H, W)
     if relu:
-        Y = out[W + 3: W + 3 + H * (W + 2)]
-        xp.maximum(Y, 0, out=Y)
+        relu_inplace(out[W + 3: W + 3 + H * (W + 2)], threads)
     return out
 
 
