@@ -9,11 +9,12 @@ not a wall-clock time, which depends on the machine, but a *ratio*:
     ratio             =  achieved GFLOP/s / the same backend's GEMM GFLOP/s, measured now
 
 A ratio near 1 means the evaluation runs at the speed of the BLAS it is built on; nothing written on
-top of that BLAS can do much better without doing fewer FLOPs. handnst does do fewer where it pays:
-the convolutions with 256 or more channels in and out (conv3_2 .. conv5_1 here) run with Winograd
-F(2, 3) along the rows, a third fewer multiplications (see layers/winograd.py). The FLOPs counted stay those of
-the direct convolution, the work the result is worth, so the ratio measures time against the direct
-GEMM ceiling and can pass 1 in principle. `--conv direct` times the plain GEMM path instead.
+top of that BLAS can do much better without doing fewer FLOPs. handnst does do fewer: from conv3_1 on
+the convolutions run with Winograd F(2x2, 3x3) (16 products for 36, layers/winograd2d.py), conv1_2 ..
+conv2_2 with Winograd F(2, 3) along the rows (12 for 18, layers/winograd.py); VGG19.algorithm says
+which runs where. The FLOPs counted stay those of the direct convolution, the work the result is
+worth, so the ratio measures time against the direct GEMM ceiling and can pass 1. `--conv direct`
+times the plain GEMM path instead.
 
 What is counted (`objective_flops`), one multiply-add = 2 FLOPs:
 
@@ -321,6 +322,7 @@ def bench_size(width, height, *, backend="numpy", dtype="float32", weights="rand
         "backend": net.backend, "dtype": net.dtype.name, "weights": net.source, "conv": conv,
         "winograd_layers": [n for n in LAYER_ORDER if n.startswith("conv") and net.uses_winograd(n)
                             and LAYER_ORDER.index(n) <= LAYER_ORDER.index("conv5_1")],
+        "algorithms": {n: net.algorithm(n, height // scale_of(n), width // scale_of(n)) for n in flops["per_layer"]},
         "repeat": repeat, "warmup": warmup, "loss_value": float(value),
         "flops": flops,
         "seconds": _stats(total), "forward_seconds": _stats(forward), "backward_seconds": _stats(backward),
@@ -488,10 +490,8 @@ def format_report(report):
     lines.append(f"backend: {report['backend']}, {report['dtype']}; {report['weights']}")
     lines.append("objective: content conv4_2, style conv1_1..conv5_1, average pooling; "
                  f"{report['warmup']} warm-up, {report['repeat']} timed evaluations per size")
-    winograd = report["sizes"][0].get("winograd_layers") if report["sizes"] else None
-    lines.append("convolutions: " + (f"Winograd F(2, 3) along the rows for {winograd[0]}..{winograd[-1]} "
-                                     "(a third fewer multiplications there), nine GEMMs each for the rest"
-                                     if winograd else "nine GEMMs each (direct)"))
+    for r in report["sizes"]:
+        lines.append(f"convolutions at {r['size']}: " + _algorithms_line(r.get("algorithms", {})))
     sq = "x".join(str(d) for d in report["gemm_square_shape"])
     lines.append(f"{routine} {sq}: {report['gemm_gflops']:.1f} GFLOP/s (median over sizes; each size measures it "
                  "after every timed evaluation, in its own process)")
@@ -544,6 +544,20 @@ def format_layers(result):
     lines.append(f"{'the rest':>9s} {1e3 * rest:8.2f} {'':>8s} {100 * rest / total:6.1f}%   (losses, their gradients, "
                  "conversions in and out)")
     return lines
+
+
+ALGORITHM_NAMES = {"2d": "Winograd F(2x2, 3x3)", "rows": "Winograd F(2, 3) along the rows", "direct": "nine GEMMs"}
+
+
+def _algorithms_line(algorithms):
+    """'Winograd F(2x2, 3x3): conv3_1..conv5_1; ...' from {layer: algorithm}, runs of layers grouped."""
+    groups = []
+    for name, how in algorithms.items():
+        if groups and groups[-1][0] == how:
+            groups[-1][2] = name
+        else:
+            groups.append([how, name, name])
+    return "; ".join(f"{ALGORITHM_NAMES.get(h, h)} {a}" + (f"..{b}" if b != a else "") for h, a, b in groups)
 
 
 def _torch_line(t):
