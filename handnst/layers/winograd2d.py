@@ -21,8 +21,8 @@ in both directions and with C and K swapped, and the flip maps U onto itself, tr
 U_flipped[a, b] = U[f(a), f(b)]^T with f swapping 0 and 3 (rows 0 and 3 of G mirror each other,
 rows 1 and 2 are symmetric). So one set of 16 (C, K) matrices serves both passes.
 
-The maps must have an even height and width (every tile whole); VGG19 keeps the row-wise
-algorithm or the direct one for maps that do not.
+Maps of odd height or width end in half tiles, which read zeros beyond the border and drop the
+outputs that fall outside the map.
 """
 
 from handnst.backend import array_module, gemm, split_run
@@ -45,28 +45,32 @@ def winograd2d_taps(taps):
 
 def winograd2d_scratch_shapes(H, W, C, K, chunk_bytes=8 << 20, itemsize=4):
     """Shapes of the scratch buffers of conv3x3_winograd2d_forward (R, Z, M), for tile rows processed
-    `rows` at a time so that Z and M stay under about `chunk_bytes` each (the whole map when it fits)."""
-    tiles_h, tiles_w = H // 2, W // 2
+    `rows` at a time so that Z and M stay under about `chunk_bytes` each (the whole map when it fits).
+    R, the row transform, has 2 * ceil(W / 2) + 2 columns: one more than the padded row when W is odd."""
+    tiles_h, tiles_w = (H + 1) // 2, (W + 1) // 2
     rows = max(1, min(tiles_h, chunk_bytes // (16 * tiles_w * max(C, K) * itemsize)))
-    return (4, rows, W + 2, C), (16, rows * tiles_w, C), (16, rows * tiles_w, K)
+    return (4, rows, 2 * tiles_w + 2, C), (16, rows * tiles_w, C), (16, rows * tiles_w, K)
 
 
 def _input_transform(P, H, W, R, Z, i0, n, lo, hi):
     """Z[:, tiles of tile rows i0 + lo .. i0 + hi] = B^T d B, through R (the row transform)."""
     xp = array_module(P)
     grid = padded_grid(P, H, W)
-    tw = W // 2
+    tw = (W + 1) // 2
     C = P.shape[1]
     a0, a1 = 2 * (i0 + lo), 2 * (i0 + hi)
-    d = [grid[a0 + r: a1 + r: 2] for r in range(4)]
-    r = [R[a, lo:hi] for a in range(4)]
+    d = [grid[a0 + r: a1 + r: 2] for r in range(4)]      # d3 is one row short when H is odd
+    r = [R[a, lo:hi, :W + 2] for a in range(4)]
     xp.subtract(d[0], d[2], out=r[0])           # B^T d along the rows: d0 - d2, d1 + d2, d2 - d1, d1 - d3
     xp.add(d[1], d[2], out=r[1])
     xp.subtract(d[2], d[1], out=r[2])
-    xp.subtract(d[1], d[3], out=r[3])
+    k = d[3].shape[0]
+    xp.subtract(d[1][:k], d[3], out=r[3][:k])
+    if k < hi - lo:
+        r[3][k:] = d[1][k:]                      # d3 = 0 below the bottom border
     m = hi - lo
     for a in range(4):                           # ... and along the columns, every other pixel
-        c = [r[a][:, s: s + 2 * tw: 2] for s in range(4)]
+        c = [R[a, lo:hi, s: s + 2 * tw: 2] for s in range(4)]
         z = [Z[4 * a + b, lo * tw: hi * tw].reshape(m, tw, C) for b in range(4)]
         xp.subtract(c[0], c[2], out=z[0])
         xp.add(c[1], c[2], out=z[1])
@@ -77,7 +81,7 @@ def _input_transform(P, H, W, R, Z, i0, n, lo, hi):
 def _output_transform(M, Yg, W, i0, n, lo, hi):
     """Y[output rows of tile rows i0 + lo .. i0 + hi] = A^T M A (M is overwritten on the way)."""
     xp = array_module(M)
-    tw = W // 2
+    tw = (W + 1) // 2
     K = M.shape[2]
     m = hi - lo
     mm = [M[k, lo * tw: hi * tw].reshape(m, tw, K) for k in range(16)]
@@ -88,17 +92,19 @@ def _output_transform(M, Yg, W, i0, n, lo, hi):
         m1 -= m2
         m1 -= m3
     for p in range(2):                           # along the columns, into every other output pixel
-        t = mm[4 * p: 4 * p + 4]
-        rows = Yg[2 * (i0 + lo) + p: 2 * (i0 + hi): 2]
-        even, odd = rows[:, 0::2], rows[:, 1::2]
+        rows = Yg[2 * (i0 + lo) + p: 2 * (i0 + hi): 2]          # one short for p = 1 when H is odd
+        h = rows.shape[0]
+        t = [x[:h] for x in mm[4 * p: 4 * p + 4]]
+        even, odd = rows[:, 0::2], rows[:, 1::2]                # odd is one column short when W is odd
+        w = odd.shape[1]
         xp.add(t[0], t[1], out=even)
         even += t[2]
-        xp.subtract(t[1], t[2], out=odd)
-        odd -= t[3]
+        xp.subtract(t[1][:, :w], t[2][:, :w], out=odd)
+        odd -= t[3][:, :w]
 
 
 def conv3x3_winograd2d_forward(P, H, W, U, bias, out, relu=True, scratch=None, transpose=False, threads=2):
-    """conv3x3_forward computed with Winograd F(2x2, 3x3). U = winograd2d_taps(taps); H and W even.
+    """conv3x3_forward computed with Winograd F(2x2, 3x3). U = winograd2d_taps(taps).
 
     Tile (i, j) makes outputs (2i .. 2i + 1, 2j .. 2j + 1) from padded input rows 2i .. 2i + 3 and
     columns 2j .. 2j + 3 (the map's zero border is the padding):
@@ -109,23 +115,24 @@ def conv3x3_winograd2d_forward(P, H, W, U, bias, out, relu=True, scratch=None, t
         Y       = A^T M A                                              (16 + 8 additions)
 
     m[1][1] reaches all four outputs with weight +1, so a bias placed in it needs no pass of its own.
+    An odd H or W makes the last tiles half tiles: they read zeros past the border and their second
+    row or column of outputs is dropped.
     transpose=True computes the backward pass (bias None, relu False; see the module docstring).
     The transforms of each chunk of tile rows are split between `threads` threads (NumPy lets go of
     the GIL in them); the products use BLAS's own threads.
     scratch: (R, Z, M) of winograd2d_scratch_shapes(H, W, C_in, C_out) (allocated when None).
     """
     xp = array_module(P)
-    if H % 2 or W % 2:
-        raise ValueError(f"F(2x2, 3x3) needs an even map size, got {H}x{W}")
     C = P.shape[1]
     K = U.shape[1] if transpose else U.shape[2]
     if scratch is None:
         scratch = [xp.empty(s, dtype=P.dtype) for s in winograd2d_scratch_shapes(H, W, C, K, itemsize=P.itemsize)]
     R, Z, M = scratch
     rows = R.shape[1]
-    tw = W // 2
+    tw = (W + 1) // 2
+    R[:, :, W + 2:] = 0                # an odd W: the last tile reads one column past the border, as zero
     Yg = padded_grid(out, H, W)[1:H + 1, 1:W + 1]
-    tiles_h = H // 2
+    tiles_h = (H + 1) // 2
     for i0 in range(0, tiles_h, rows):
         n = min(rows, tiles_h - i0)
         split_run(lambda lo, hi: _input_transform(P, H, W, R, Z, i0, n, lo, hi), n, threads,

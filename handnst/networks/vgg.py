@@ -15,8 +15,8 @@ padded channels-last layout of `layers/padded.py`, in buffers reused from one ev
 
 Each convolution runs with the algorithm that does the least work for its shape (`VGG19.algorithm`):
 Winograd F(2x2, 3x3) from conv3_1 on (`layers.conv3x3_winograd2d_forward`: 16 products for every
-2x2 block of outputs instead of 36), Winograd F(2, 3) along the rows for conv1_2 .. conv2_2 and for
-maps of odd size (`layers.conv3x3_winograd_forward`: 12 products for two output rows instead of 18),
+2x2 block of outputs instead of 36), Winograd F(2, 3) along the rows for conv1_2 .. conv2_2
+(`layers.conv3x3_winograd_forward`: 12 products for two output rows instead of 18),
 and nine matrix products for conv1_1 (`layers.conv3x3_forward`). `VGG19(..., conv="direct")` runs
 nine products everywhere; all agree to float rounding (tested). The Winograd filters are made on first
 use and kept (16 (C, K) matrices per layer for F(2x2, 3x3): 88 MB for conv3_1 .. conv5_1).
@@ -44,8 +44,8 @@ CONV_ALGORITHMS = ("auto", "direct")
 # docstring): every layer with 64 or more input channels runs a Winograd algorithm, F(2x2, 3x3) where
 # it has 128+ channels in and 256+ out (conv3_1 onwards: 0.65-0.72 of the direct time, against
 # 0.71-0.83 for F(2, 3) along the rows), F(2, 3) along the rows for conv1_2 .. conv2_2 (0.68-0.77;
-# there the 2-D column transforms cost more than the products they save), and on maps of odd size
-# (F(2x2, 3x3) needs whole tiles). conv1_1, with its 3 input channels, stays direct.
+# there the 2-D column transforms cost more than the products they save). conv1_1, with its 3 input
+# channels, stays direct.
 WINOGRAD_MIN_CHANNELS = 64
 WINOGRAD_2D_MIN_IN = 128
 WINOGRAD_2D_MIN_OUT = 256
@@ -134,13 +134,12 @@ class VGG19:
 
     # ------------------------------------------------------------------------- convolutions
     def algorithm(self, name, H=None, W=None):
-        """How convolution `name` runs on an H x W map: "2d" (Winograd F(2x2, 3x3)), "rows" (Winograd
-        F(2, 3) along the rows) or "direct" (nine products); see the module docstring."""
+        """How convolution `name` runs (on an H x W map: every size takes the same one today): "2d"
+        (Winograd F(2x2, 3x3)), "rows" (Winograd F(2, 3) along the rows) or "direct" (nine products)."""
         _, C, K = self._taps[canonical_layer(name)].shape
         if self.conv == "direct" or C < WINOGRAD_MIN_CHANNELS:
             return "direct"
-        even = H is None or (H % 2 == 0 and W % 2 == 0)
-        if min(C, K) >= WINOGRAD_2D_MIN_IN and K >= WINOGRAD_2D_MIN_OUT and even:
+        if min(C, K) >= WINOGRAD_2D_MIN_IN and K >= WINOGRAD_2D_MIN_OUT:
             return "2d"
         return "rows"
 
