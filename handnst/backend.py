@@ -13,6 +13,7 @@ SciPy's BLAS directly, so that nine shifted products accumulate without a tempor
 cuBLAS through CuPy.
 """
 
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -188,6 +189,9 @@ _helper = None
 _helper_lock = threading.Lock()
 PARALLEL_MIN_ITEMS = 2
 PARALLEL_MIN_WORK = 1 << 16
+# HANDNST_THREADS=1 keeps every elementwise pass on one thread: on a machine shared with other busy
+# processes, each hand-over to the second thread waits for a time slice and costs more than it saves.
+PARALLEL_THREADS = 1 if os.environ.get("HANDNST_THREADS", "").strip() == "1" else 2
 
 
 def _helper_pool():
@@ -204,7 +208,7 @@ def split_run(fn, n, threads=2, work=None, xp=np):
     ranges (each half is an independent slice of the work). `work`, the number of array elements
     the call touches: below PARALLEL_MIN_WORK a second thread costs more than it saves, and fn runs alone.
     xp: the arrays' module; on CuPy the GPU runs each pass in parallel already, and fn runs alone."""
-    if (threads < 2 or n < PARALLEL_MIN_ITEMS or xp is not np
+    if (threads < 2 or PARALLEL_THREADS < 2 or n < PARALLEL_MIN_ITEMS or xp is not np
             or (work is not None and work < PARALLEL_MIN_WORK)):
         fn(0, n)
         return

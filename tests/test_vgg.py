@@ -282,6 +282,15 @@ def test_split_run_covers_the_range_once_and_passes_errors_on():
     split_run(lambda lo, hi: seen.append((lo, hi)), 7, threads=2, work=10)      # too little work: one call
     assert seen == [(0, 7)]
 
+    from handnst import backend
+    seen.clear()
+    backend.PARALLEL_THREADS = 1                # HANDNST_THREADS=1: everything on the calling thread
+    try:
+        split_run(lambda lo, hi: seen.append((lo, hi)), 7, threads=2)
+    finally:
+        backend.PARALLEL_THREADS = 2
+    assert seen == [(0, 7)]
+
     def fail(lo, hi):
         if lo > 0:
             raise ValueError("second half")
