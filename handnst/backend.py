@@ -189,9 +189,11 @@ _helper = None
 _helper_lock = threading.Lock()
 PARALLEL_MIN_ITEMS = 2
 PARALLEL_MIN_WORK = 1 << 16
-# HANDNST_THREADS=1 keeps every elementwise pass on one thread: on a machine shared with other busy
-# processes, each hand-over to the second thread waits for a time slice and costs more than it saves.
-PARALLEL_THREADS = 1 if os.environ.get("HANDNST_THREADS", "").strip() == "1" else 2
+# Off unless HANDNST_THREADS=2: measured at 256x192 on 2 cores, the helper thread made an evaluation
+# 15 times slower (7.8 s against 0.53 s), because OpenBLAS's worker keeps spinning on the second core
+# for a while after every product, and the Winograd layers alternate products and elementwise passes
+# many times per layer. Kept, tested, for BLAS builds whose threads sleep at once.
+PARALLEL_THREADS = 2 if os.environ.get("HANDNST_THREADS", "").strip() == "2" else 1
 
 
 def _helper_pool():

@@ -264,6 +264,7 @@ def test_two_threads_give_the_same_network(monkeypatch, pooling):
         calls.append(n)
         return real(fn, n, threads, None, xp)
     monkeypatch.setattr(backend, "PARALLEL_MIN_WORK", 0)
+    monkeypatch.setattr(backend, "PARALLEL_THREADS", 2)
     for module in (L.padded, L.winograd, L.winograd2d):
         monkeypatch.setattr(module, "split_run", spy)
     got = net.forward(x, layers)
@@ -274,7 +275,9 @@ def test_two_threads_give_the_same_network(monkeypatch, pooling):
 
 
 def test_split_run_covers_the_range_once_and_passes_errors_on():
+    from handnst import backend
     from handnst.backend import split_run
+    backend.PARALLEL_THREADS = 2                # HANDNST_THREADS=2: the helper thread takes half
     seen = []
     split_run(lambda lo, hi: seen.append((lo, hi)), 7, threads=2)
     assert sorted(seen) == [(0, 3), (3, 7)]
@@ -282,17 +285,12 @@ def test_split_run_covers_the_range_once_and_passes_errors_on():
     split_run(lambda lo, hi: seen.append((lo, hi)), 7, threads=2, work=10)      # too little work: one call
     assert seen == [(0, 7)]
 
-    from handnst import backend
-    seen.clear()
-    backend.PARALLEL_THREADS = 1                # HANDNST_THREADS=1: everything on the calling thread
-    try:
-        split_run(lambda lo, hi: seen.append((lo, hi)), 7, threads=2)
-    finally:
-        backend.PARALLEL_THREADS = 2
-    assert seen == [(0, 7)]
-
     def fail(lo, hi):
         if lo > 0:
             raise ValueError("second half")
     with pytest.raises(ValueError, match="second half"):
         split_run(fail, 4, threads=2)
+    seen.clear()
+    backend.PARALLEL_THREADS = 1                # the default: everything on the calling thread
+    split_run(lambda lo, hi: seen.append((lo, hi)), 7, threads=2)
+    assert seen == [(0, 7)]
