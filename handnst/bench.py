@@ -9,11 +9,12 @@ not a wall-clock time, which depends on the machine, but a *ratio*:
     ratio             =  achieved GFLOP/s / the same backend's GEMM GFLOP/s, measured now
 
 A ratio near 1 means the evaluation runs at the speed of the BLAS it is built on; nothing written on
-top of that BLAS can do much better without doing fewer FLOPs. handnst does do fewer where it pays:
-the convolutions with 256 or more channels in and out (conv3_2 .. conv5_1 here) run with Winograd
-F(2, 3) along the rows, a third fewer multiplications (see layers/winograd.py). The FLOPs counted stay those of
-the direct convolution, the work the result is worth, so the ratio measures time against the direct
-GEMM ceiling and can pass 1 in principle. `--conv direct` times the plain GEMM path instead.
+top of that BLAS can do much better without doing fewer FLOPs. handnst does do fewer: from conv3_1 on
+the convolutions run with Winograd F(2x2, 3x3) (16 products for 36, layers/winograd2d.py), conv1_2 ..
+conv2_2 with Winograd F(2, 3) along the rows (12 for 18, layers/winograd.py); VGG19.algorithm says
+which runs where. The FLOPs counted stay those of the direct convolution, the work the result is
+worth, so the ratio measures time against the direct GEMM ceiling and can pass 1. `--conv direct`
+times the plain GEMM path instead.
 
 What is counted (`objective_flops`), one multiply-add = 2 FLOPs:
 
@@ -40,14 +41,18 @@ that both see the machine in the same state (a shared machine's speed drifts by 
 a minute); the ratio reported is the median of the rounds' ratios. The values of the weights do not
 change the speed, so random weights are used when no weights file is found (the report says which).
 
+Where the time goes: during the timed value-and-gradient evaluations the network books every layer's
+forward and backward time (VGG19.layer_times); the report gives their medians per layer and "the
+rest" (the losses and their gradients, the conversions at both ends). `--torch` times the same
+objective in PyTorch, in turns with handnst, when PyTorch is installed (handnst/bench_torch.py).
+
 Memory: each size runs in a fresh Python process, so the peak resident set size (ru_maxrss, which
 only ever grows) belongs to that size alone. On the GPU the figure is CuPy's memory pool: the pool
 keeps every block it ever allocated, so its total at the end is its high-water mark.
 """
 
+import functools
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -58,6 +63,7 @@ import numpy as np
 from handnst.backend import canonical_backend, gemm, get_xp, resolve_dtype, synchronize
 from handnst.errors import HandnstError, InputError, RunError
 from handnst.losses import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
+from handnst.machine import machine_info
 from handnst.networks.vgg import CONV_LAYERS, LAYER_ORDER, canonical_layer, scale_of
 
 DEFAULT_SIZES = ((128, 96), (256, 192), (512, 384))
@@ -180,74 +186,6 @@ def measure_gemm(m, k, n, backend="numpy", dtype="float32", repeat=5, min_second
     return 2.0 * m * k * n / statistics.median(seconds) / 1e9
 
 
-# ----------------------------------------------------------------------------------- machine
-
-def _cpu_model():
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
-def _usable_cores():
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count()
-
-
-def _blas_of(module):
-    """Name and version of the BLAS a module (numpy or scipy) was built with, from its show_config."""
-    try:
-        config = module.show_config(mode="dicts")
-        blas = config["Build Dependencies"]["blas"]
-        return {"name": blas.get("name"), "version": blas.get("version")}
-    except Exception:       # older versions print instead of returning a dict
-        return {"name": None, "version": None}
-
-
-def machine_info(backend="numpy"):
-    """A JSON-friendly description of where the numbers were taken: CPU, cores, BLAS, versions, GPU."""
-    import scipy
-    info = {
-        "cpu": _cpu_model(),
-        "cores": os.cpu_count(),
-        "usable_cores": _usable_cores(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "scipy": scipy.__version__,
-        # handnst.backend.gemm calls SciPy's BLAS wrappers, so SciPy's BLAS is the one that runs.
-        "blas": _blas_of(scipy),
-        "numpy_blas": _blas_of(np),
-        # Other processes busy on the same cores make every timing slower: the load says if they were.
-        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        "thread_env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-                       if k in os.environ},
-    }
-    try:   # optional: threadpoolctl knows the thread count each loaded BLAS really uses
-        import threadpoolctl
-        info["threadpools"] = [{k: p.get(k) for k in ("internal_api", "version", "num_threads")}
-                               for p in threadpoolctl.threadpool_info()]
-    except Exception:
-        pass
-    if canonical_backend(backend) == "cupy":
-        cupy = get_xp("cupy")
-        props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
-        name = props.get("name", b"")
-        info["gpu"] = {
-            "name": name.decode(errors="replace") if isinstance(name, bytes) else str(name),
-            "memory_bytes": int(props.get("totalGlobalMem", 0)),
-            "cupy": cupy.__version__,
-            "cuda_runtime": cupy.cuda.runtime.runtimeGetVersion(),
-        }
-    return info
-
-
 # ------------------------------------------------------------------------------ one size, here
 
 def _stats(samples):
@@ -292,13 +230,17 @@ def _memory_now(xp):
 
 
 def bench_size(width, height, *, backend="numpy", dtype="float32", weights="random",
-               repeat=DEFAULT_REPEAT, warmup=DEFAULT_WARMUP, seed=0, conv="auto"):
+               repeat=DEFAULT_REPEAT, warmup=DEFAULT_WARMUP, seed=0, conv="auto", torch=False):
     """Time the default objective at one size in this process; returns a JSON-friendly dict.
 
     weights: "random" or the path of a weights file. conv: "auto" (Winograd where it pays) or
     "direct". The result has the FLOP count, the seconds per evaluation (total, forward, backward:
     median, min, max and every sample), the achieved GFLOP/s, the GEMM rates and ratios, seconds per
-    megapixel and the memory peaks of this process (see the module docstring).
+    megapixel, the memory peaks of this process (see the module docstring) and `layers`: the median
+    seconds of every layer's forward and backward pass, with `loss_seconds`, the rest of an evaluation
+    (the losses, their gradients and the conversions at both ends). torch=True adds `torch`: the same
+    objective in PyTorch timed in turns with handnst's (handnst.bench_torch; an "error" when PyTorch is
+    missing).
     """
     from handnst.losses import StyleTransferLoss
     repeat, warmup = int(repeat), int(warmup)
@@ -319,7 +261,8 @@ def bench_size(width, height, *, backend="numpy", dtype="float32", weights="rand
     rng = np.random.default_rng(seed)
     content, style, x = (_random_image(rng, net, width, height) for _ in range(3))
     loss = StyleTransferLoss(net, content, style)     # the stylize defaults: conv4_2, conv1_1..conv5_1
-    del content, style
+    if not torch:
+        del content, style
     setup_seconds = time.perf_counter() - start
 
     for _ in range(warmup):
@@ -332,11 +275,17 @@ def bench_size(width, height, *, backend="numpy", dtype="float32", weights="rand
     square_operands = gemm_operands(*gemm_shapes["square"], backend, dtype)
     conv_before = measure_gemm(*gemm_shapes["conv_like"], backend, dtype)
     total, forward, square_rates = [], [], []
+    times, rest = {}, []
     for _ in range(repeat):
+        net.layer_times = {}       # every layer's time in this evaluation (a few clock reads per layer)
         t0 = time.perf_counter()
         value, grad = loss(x)
         synchronize(xp)
         t1 = time.perf_counter()
+        rest.append(t1 - t0 - sum(v for seconds in net.layer_times.values() for v in seconds))
+        for key, seconds in net.layer_times.items():
+            times.setdefault(key, []).extend(seconds)
+        net.layer_times = None
         loss.value(x)
         synchronize(xp)
         t2 = time.perf_counter()
@@ -345,8 +294,15 @@ def bench_size(width, height, *, backend="numpy", dtype="float32", weights="rand
         del grad
         square_rates.append(measure_gemm(*gemm_shapes["square"], backend, dtype, repeat=3, min_seconds=0.1,
                                          operands=square_operands))
-    del square_operands
+    layers = _layer_medians(times)
     backward = [max(t - f, 0.0) for t, f in zip(total, forward)]
+    compared = None
+    if torch:
+        from handnst import bench_torch
+        probe = functools.partial(measure_gemm, *gemm_shapes["square"], backend, dtype, repeat=3, min_seconds=0.1,
+                                  operands=square_operands)
+        compared = bench_torch.compare(loss, content, style, x, rounds=repeat, gemm_probe=probe)
+    del square_operands
     conv_after = measure_gemm(*gemm_shapes["conv_like"], backend, dtype)
     gemm_rates = {
         "square": {"shape": list(gemm_shapes["square"]), "gflops": statistics.median(square_rates),
@@ -366,6 +322,7 @@ def bench_size(width, height, *, backend="numpy", dtype="float32", weights="rand
         "backend": net.backend, "dtype": net.dtype.name, "weights": net.source, "conv": conv,
         "winograd_layers": [n for n in LAYER_ORDER if n.startswith("conv") and net.uses_winograd(n)
                             and LAYER_ORDER.index(n) <= LAYER_ORDER.index("conv5_1")],
+        "algorithms": {n: net.algorithm(n, height // scale_of(n), width // scale_of(n)) for n in flops["per_layer"]},
         "repeat": repeat, "warmup": warmup, "loss_value": float(value),
         "flops": flops,
         "seconds": _stats(total), "forward_seconds": _stats(forward), "backward_seconds": _stats(backward),
@@ -380,7 +337,20 @@ def bench_size(width, height, *, backend="numpy", dtype="float32", weights="rand
         "seconds_per_megapixel": median / megapixels,
         "setup_seconds": setup_seconds,
         "memory": memory,
+        "layers": layers,
+        "loss_seconds": statistics.median(rest),
+        **({"torch": compared} if torch else {}),
     }
+
+
+def _layer_medians(times):
+    """{name: {"forward": s, "backward": s}} in network order, from VGG19.layer_times."""
+    out = {}
+    for name in LAYER_ORDER:
+        for direction in ("forward", "backward"):
+            if (direction, name) in times:
+                out.setdefault(name, {})[direction] = statistics.median(times[(direction, name)])
+    return out
 
 
 # ----------------------------------------------------------------------- one size, a fresh process
@@ -433,7 +403,7 @@ def resolve_weights(weights=None):
 
 
 def run_benchmark(sizes=DEFAULT_SIZES, *, device="cpu", dtype="float32", repeat=DEFAULT_REPEAT,
-                  warmup=DEFAULT_WARMUP, weights=None, isolate=True, log=None, conv="auto"):
+                  warmup=DEFAULT_WARMUP, weights=None, isolate=True, log=None, conv="auto", torch=False):
     """Benchmark every (width, height) in `sizes`; returns the whole report as a JSON-friendly dict.
 
     isolate: run each size in a fresh process (peak memory per size); False runs them all here, and
@@ -460,12 +430,15 @@ def run_benchmark(sizes=DEFAULT_SIZES, *, device="cpu", dtype="float32", repeat=
 
     results = []
     for width, height in sizes:
-        spec = dict(backend=backend, dtype=dtype, weights=weights_arg, repeat=repeat, warmup=warmup, conv=conv)
+        spec = dict(backend=backend, dtype=dtype, weights=weights_arg, repeat=repeat, warmup=warmup, conv=conv,
+                    torch=bool(torch))
         result = bench_size_isolated(width, height, **spec) if isolate else bench_size(width, height, **spec)
         results.append(result)
         log(f"bench: {result['size']}: {result['seconds']['median']:.3f} s per evaluation, "
             f"{result['gflops']:.1f} GFLOP/s = {100 * result['ratio_to_gemm']:.0f}% of {routine} "
             f"({result['gemm_gflops']:.1f} GFLOP/s)")
+        if torch:
+            log(f"bench: {result['size']}: " + _torch_line(result["torch"]))
 
     per_pixel = [r["seconds_per_megapixel"] for r in results]
     largest = max(results, key=lambda r: r["megapixels"])
@@ -477,7 +450,7 @@ def run_benchmark(sizes=DEFAULT_SIZES, *, device="cpu", dtype="float32", repeat=
         "weights": weights_note,
         "objective": {"content_layers": list(DEFAULT_CONTENT_LAYERS), "style_layers": list(DEFAULT_STYLE_LAYERS),
                       "pooling": "avg", "alpha": 1.0, "beta": 1e3, "tv_weight": 0.0},
-        "repeat": repeat, "warmup": warmup, "isolated": bool(isolate), "conv": conv,
+        "repeat": repeat, "warmup": warmup, "isolated": bool(isolate), "conv": conv, "torch": bool(torch),
         "gemm_square_shape": list(square),
         "gemm_gflops": statistics.median(r["gemm_gflops"] for r in results),
         "sizes": results,
@@ -517,10 +490,8 @@ def format_report(report):
     lines.append(f"backend: {report['backend']}, {report['dtype']}; {report['weights']}")
     lines.append("objective: content conv4_2, style conv1_1..conv5_1, average pooling; "
                  f"{report['warmup']} warm-up, {report['repeat']} timed evaluations per size")
-    winograd = report["sizes"][0].get("winograd_layers") if report["sizes"] else None
-    lines.append("convolutions: " + (f"Winograd F(2, 3) along the rows for {winograd[0]}..{winograd[-1]} "
-                                     "(a third fewer multiplications there), nine GEMMs each for the rest"
-                                     if winograd else "nine GEMMs each (direct)"))
+    for r in report["sizes"]:
+        lines.append(f"convolutions at {r['size']}: " + _algorithms_line(r.get("algorithms", {})))
     sq = "x".join(str(d) for d in report["gemm_square_shape"])
     lines.append(f"{routine} {sq}: {report['gemm_gflops']:.1f} GFLOP/s (median over sizes; each size measures it "
                  "after every timed evaluation, in its own process)")
@@ -550,7 +521,54 @@ def format_report(report):
         "plus the Gram matrices and their gradients; bias, ReLU, pooling and padding columns not counted",
         f"memory: {report['memory_note']}",
     ]
+    for r in report["sizes"]:
+        lines += ["", *format_layers(r)]
+    if report.get("torch"):
+        lines.append("")
+        lines += [f"PyTorch, {r['size']}: " + _torch_line(r.get("torch", {})) for r in report["sizes"]]
     return "\n".join(lines)
+
+
+def format_layers(result):
+    """Lines of a per-layer table for one size: where an evaluation's time goes."""
+    layers = result.get("layers") or {}
+    total = result["seconds"]["median"]
+    per_layer = result["flops"]["per_layer"]
+    lines = [f"{result['size']}: time per layer (median ms of the timed evaluations; backward includes the ReLU mask)",
+             f"{'layer':>9s} {'fwd ms':>8s} {'bwd ms':>8s} {'% eval':>7s} {'fwd GFLOP/s':>12s} {'bwd GFLOP/s':>12s}"]
+    for name, t in layers.items():
+        f, b = t.get("forward", 0.0), t.get("backward", 0.0)
+        rates = [f"{per_layer[name] / s / 1e9:12.1f}" if name in per_layer and s > 0 else f"{'':>12s}" for s in (f, b)]
+        lines.append(f"{name:>9s} {1e3 * f:8.2f} {1e3 * b:8.2f} {100 * (f + b) / total:6.1f}% {rates[0]} {rates[1]}")
+    rest = result.get("loss_seconds", 0.0)
+    lines.append(f"{'the rest':>9s} {1e3 * rest:8.2f} {'':>8s} {100 * rest / total:6.1f}%   (losses, their gradients, "
+                 "conversions in and out)")
+    return lines
+
+
+ALGORITHM_NAMES = {"2d": "Winograd F(2x2, 3x3)", "rows": "Winograd F(2, 3) along the rows", "direct": "nine GEMMs"}
+
+
+def _algorithms_line(algorithms):
+    """'Winograd F(2x2, 3x3): conv3_1..conv5_1; ...' from {layer: algorithm}, runs of layers grouped."""
+    groups = []
+    for name, how in algorithms.items():
+        if groups and groups[-1][0] == how:
+            groups[-1][2] = name
+        else:
+            groups.append([how, name, name])
+    return "; ".join(f"{ALGORITHM_NAMES.get(h, h)} {a}" + (f"..{b}" if b != a else "") for h, a, b in groups)
+
+
+def _torch_line(t):
+    if "error" in t:
+        return t["error"]
+    line = (f"handnst {t['handnst_seconds']:.3f} s, PyTorch {t['torch_seconds']:.3f} s per evaluation "
+            f"(torch {t['torch']}, {t['torch_threads']} threads); handnst / PyTorch = {t['ratio']:.2f} "
+            f"(median of {len(t['ratio_samples'])} interleaved pairs; gradients differ by {t['gradient_difference']:.1e})")
+    if "gemm_gflops" in t:
+        line += f"; sgemm meanwhile {t['gemm_gflops']:.0f} GFLOP/s"
+    return line
 
 
 __all__ = ["objective_flops", "measure_gemm", "gemm_operands", "bench_size", "run_benchmark", "format_report", "parse_size",

@@ -223,3 +223,56 @@ def test_gpu_bench_reports_the_memory_pool():
     _check_report(report, ["32x32"])
     assert report["sizes"][0]["memory"]["gpu_pool_bytes"] > 0
     assert "gpu" in report["machine"]
+
+
+# ---------------------------------------------------------------------------------- per layer
+
+def test_every_layer_is_timed_forward_and_backward(capsys):
+    args = _parse(["--size", "32x32", "--repeat", "2", "--warmup", "0", "--weights", "random", "--in-process"])
+    assert bench_cli.run_cli(args) == 0
+    table = capsys.readouterr().out
+    result = bench.bench_size(32, 32, weights="random", repeat=2, warmup=0)
+    layers = result["layers"]
+    expected = [n for n in bench.LAYER_ORDER[:bench.LAYER_ORDER.index("conv5_1") + 1]]
+    assert list(layers) == expected
+    for name, t in layers.items():
+        assert t["forward"] >= 0 and t["backward"] >= 0, name
+    assert result["loss_seconds"] >= 0
+    # the layers and the rest make up an evaluation (medians of each part: roughly, not exactly)
+    assert sum(t["forward"] + t["backward"] for t in layers.values()) < 3 * result["seconds"]["max"]
+    assert "time per layer" in table and "conv4_2" in table and "pool3" in table and "the rest" in table
+
+
+def test_network_books_each_layer_once_per_pass():
+    from handnst.networks.vgg import random_vgg19
+    import numpy as np
+    net = random_vgg19(0)
+    net.layer_times = {}
+    x = np.zeros((3, 16, 16), dtype=np.float32)
+    net.forward(x, ["conv2_2"])
+    net.backward({"conv2_2": np.ones((128, 8, 8), dtype=np.float32)})
+    names = ["conv1_1", "conv1_2", "pool1", "conv2_1", "conv2_2"]
+    assert sorted(net.layer_times) == sorted([("forward", n) for n in names] + [("backward", n) for n in names])
+    assert all(len(v) == 1 for v in net.layer_times.values())
+    net.layer_times = None
+    net.forward(x, ["conv1_1"])         # off again: nothing booked, nothing fails
+
+
+# ---------------------------------------------------------------------------------- PyTorch
+
+def test_torch_comparison_computes_the_same_objective():
+    pytest.importorskip("torch")
+    result = bench.bench_size(32, 32, weights="random", repeat=2, warmup=0, torch=True)
+    t = result["torch"]
+    assert "error" not in t
+    assert t["gradient_difference"] < 1e-4 and t["value_difference"] < 1e-4
+    assert len(t["ratio_samples"]) == 2 and t["ratio"] > 0 and t["gemm_gflops"] > 0
+    assert "handnst / PyTorch" in bench._torch_line(t)
+
+
+def test_torch_comparison_says_clearly_when_torch_is_missing(monkeypatch):
+    from handnst import bench_torch
+    monkeypatch.setattr(bench_torch, "torch_available", lambda: False)
+    result = bench.bench_size(32, 32, weights="random", repeat=1, warmup=0, torch=True)
+    assert "PyTorch is not installed" in result["torch"]["error"]
+    assert "PyTorch is not installed" in bench._torch_line(result["torch"])

@@ -188,6 +188,87 @@ def test_winograd_convolution_in_float32_matches_the_direct_one():
     np.testing.assert_allclose(wino, direct, rtol=0, atol=2e-6 * scale)
 
 
+def test_winograd2d_taps_are_G_g_G_transposed():
+    r = rng(15)
+    w = r.normal(size=(5, 4, 3, 3))
+    U = L.winograd2d_taps(L.conv_taps(w))
+    G = np.array(L.WINOGRAD_G, dtype=float)
+    assert U.shape == (16, 4, 5)
+    for k in range(5):
+        for c in range(4):
+            np.testing.assert_allclose(U[:, c, k].reshape(4, 4), G @ w[k, c] @ G.T, rtol=1e-14, atol=1e-15)
+
+
+def test_winograd2d_is_two_dimensional_f23_on_a_hand_example():
+    # One 4x4 patch, one 3x3 filter: A^T [(G g G^T) * (B^T d B)] A is the 2x2 correlation.
+    r = rng(16)
+    d, g = r.normal(size=(4, 4)), r.normal(size=(3, 3))
+    BT, G, AT = (np.array(m, dtype=float) for m in (L.WINOGRAD_BT, L.WINOGRAD_G, L.WINOGRAD_AT))
+    want = np.array([[(d[i:i + 3, j:j + 3] * g).sum() for j in range(2)] for i in range(2)])
+    np.testing.assert_allclose(AT @ ((G @ g @ G.T) * (BT @ d @ BT.T)) @ AT.T, want, rtol=1e-13)
+
+
+# Even sizes (whole 2x2 tiles) and odd ones (half tiles at the bottom and the right), 1x1 and one-row
+# maps, single and several chunks with a shorter last one, one thread and two.
+WINOGRAD2D_CASES = [(6, 8, 4, 7, None, 2), (2, 2, 3, 2, None, 2), (8, 4, 5, 6, 1, 2), (10, 6, 8, 8, 3000, 2),
+                    (6, 8, 4, 7, None, 1), (12, 10, 3, 5, 8000, 1), (7, 5, 4, 7, None, 2), (9, 6, 3, 4, 1, 2),
+                    (6, 9, 5, 3, 2000, 1), (1, 1, 3, 2, None, 2), (1, 6, 2, 3, 1, 2), (5, 1, 2, 2, 1, 1)]
+
+
+@pytest.mark.parametrize("H,W,C,K,chunk,threads", WINOGRAD2D_CASES)
+def test_winograd2d_convolution_equals_naive(xp, H, W, C, K, chunk, threads):
+    r = rng(17)
+    x = xp.asarray(r.normal(size=(C, H, W)))
+    w, b = xp.asarray(r.normal(size=(K, C, 3, 3))), xp.asarray(r.normal(size=K))
+    want, cache = L.conv_forward_naive(x, w, b, 1, 1)
+    U = L.winograd2d_taps(L.conv_taps(w))
+
+    def scratch(c_in, c_out):   # garbage in the buffers must not leak into the result
+        shapes = L.winograd2d_scratch_shapes(H, W, c_in, c_out, **({} if chunk is None else {"chunk_bytes": chunk}),
+                                             itemsize=8)
+        return [xp.full(shape, np.nan) for shape in shapes]
+
+    if chunk is not None and H > 2:       # really chunked
+        assert scratch(C, K)[0].shape[1] < (H + 1) // 2
+    for relu in (False, True):
+        out = xp.full((L.padded_length(H, W), K), np.nan)
+        P = L.conv3x3_winograd2d_forward(L.to_padded(x), H, W, U, b, out, relu=relu, scratch=scratch(C, K),
+                                         threads=threads)
+        expect = xp.maximum(want, 0) if relu else want
+        np.testing.assert_allclose(to_host(L.from_padded(P, H, W)), to_host(expect), rtol=1e-10, atol=1e-12)
+        np.testing.assert_array_equal(to_host(P), to_host(L.to_padded(L.from_padded(P, H, W))))   # zero border
+    dout = xp.asarray(r.normal(size=(K, H, W)))
+    dP = L.conv3x3_winograd2d_backward(L.to_padded(dout), H, W, U, xp.full((L.padded_length(H, W), C), np.nan),
+                                       scratch=scratch(K, C), threads=threads)
+    np.testing.assert_allclose(to_host(L.from_padded(dP, H, W)), to_host(L.conv_backward_naive(dout, cache)),
+                               rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(to_host(dP), to_host(L.to_padded(L.from_padded(dP, H, W))))
+
+
+def test_winograd_float32_errors_against_the_float64_direct_convolution():
+    # Every algorithm in float32 against the exact (float64, direct) result, on VGG-like statistics:
+    # the Winograd transforms only add, subtract and halve, so they keep the direct path's accuracy.
+    r = rng(14)
+    H, W, C, K = 24, 18, 64, 48
+    x = np.maximum(r.normal(size=(C, H, W)), 0)
+    w = r.normal(size=(K, C, 3, 3)) / 24
+    b = r.normal(size=K)
+    exact = L.conv3x3_forward(L.to_padded(x), H, W, L.conv_taps(w), b, np.empty((L.padded_length(H, W), K)), relu=False)
+    x32, w32, b32 = (a.astype(np.float32) for a in (x, w, b))
+    taps = L.conv_taps(w32)
+    runs = {
+        "direct": L.conv3x3_forward(L.to_padded(x32), H, W, taps, b32, np.empty((L.padded_length(H, W), K), np.float32), relu=False),
+        "rows": L.conv3x3_winograd_forward(L.to_padded(x32), H, W, L.winograd_taps(taps), b32,
+                                           np.empty((L.padded_length(H, W), K), np.float32), relu=False),
+        "2d": L.conv3x3_winograd2d_forward(L.to_padded(x32), H, W, L.winograd2d_taps(taps), b32,
+                                           np.empty((L.padded_length(H, W), K), np.float32), relu=False),
+    }
+    scale = float(np.abs(exact).max())
+    errors = {k: float(np.abs(v - exact).max()) / scale for k, v in runs.items()}
+    assert all(v.dtype == np.float32 for v in runs.values())
+    assert errors["direct"] < 1e-6 and errors["rows"] < 2e-6 and errors["2d"] < 2e-6, errors
+
+
 @pytest.mark.parametrize("mode", ["avg", "max"])
 @pytest.mark.parametrize("H,W", [(6, 8), (7, 5)])
 def test_network_pooling_equals_naive(xp, mode, H, W):

@@ -63,7 +63,7 @@ def test_value_and_parts_equal_the_formulas(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("index", [0, 1], ids=["avg", "max"])
+@pytest.mark.parametrize("index", [0, 1, 2], ids=["avg", "max", "avg-32x32"])
 def test_whole_objective_gradient_matches_finite_differences(backend, index):
     name, fn, tol = objective_checks(backend, weights_path=None)[index]
     assert tol == OBJECTIVE_TOLERANCE == 1e-5

@@ -159,7 +159,7 @@ def test_network_through_the_generic_gemm_path_used_on_cupy(monkeypatch):
     x = np.random.default_rng(5).normal(0, 50, (3, 20, 18))
     want = net.forward(x, ["conv1_1", "conv3_1"])
     dwant = net.backward({n: np.ones_like(v) for n, v in want.items()})
-    for module in (layers.padded, layers.winograd):     # every layer module that calls BLAS
+    for module in (layers.padded, layers.winograd, layers.winograd2d):     # every layer module that calls BLAS
         monkeypatch.setattr(module, "gemm", backend.generic_gemm)
     got = net.forward(x, ["conv1_1", "conv3_1"])
     for n in want:
@@ -167,16 +167,23 @@ def test_network_through_the_generic_gemm_path_used_on_cupy(monkeypatch):
     np.testing.assert_allclose(net.backward({n: np.ones_like(v) for n, v in got.items()}), dwant, rtol=1e-11, atol=1e-11)
 
 
-def test_winograd_runs_where_both_channel_counts_reach_256_and_agrees_with_direct():
+def test_each_convolution_runs_the_algorithm_chosen_for_its_shape():
     auto, direct = random_vgg19(3, dtype="float64"), random_vgg19(3, dtype="float64", conv="direct")
-    wino = [n for n in LAYER_ORDER if n.startswith("conv") and auto.uses_winograd(n)]
-    assert wino == ["conv3_2", "conv3_3", "conv3_4", "conv4_1", "conv4_2", "conv4_3", "conv4_4",
-                    "conv5_1", "conv5_2", "conv5_3", "conv5_4"]
-    assert not any(direct.uses_winograd(n) for n in LAYER_ORDER if n.startswith("conv"))
-    x = np.random.default_rng(5).normal(0, 50, (3, 52, 38))         # odd maps: conv3 13x9, conv4 6x4
-    layers = ["conv3_4", "conv4_2", "conv5_1"]
+    convs = [n for n in LAYER_ORDER if n.startswith("conv")]
+    assert [auto.algorithm(n) for n in convs] == ["direct"] + ["rows"] * 3 + ["2d"] * 12
+    assert [auto.algorithm(n, 13, 9) for n in convs] == ["direct"] + ["rows"] * 3 + ["2d"] * 12   # odd maps too
+    assert not any(direct.uses_winograd(n) for n in convs) and auto.uses_winograd("conv1_2")
+
+
+@pytest.mark.parametrize("shape", [(64, 32), (52, 38)])      # even maps down to conv5; odd ones (conv3 13x9, conv5 3x2)
+def test_winograd_network_agrees_with_the_direct_one(shape):
+    auto, direct = random_vgg19(3, dtype="float64"), random_vgg19(3, dtype="float64", conv="direct")
+    x = np.random.default_rng(5).normal(0, 50, (3,) + shape)
+    layers = ["conv1_2", "conv2_2", "conv3_4", "conv4_2", "conv5_1"]
     a, d = auto.forward(x, layers), direct.forward(x, layers)
-    assert sorted(auto._winograd_t) == ["conv4_1", "conv4_2", "conv4_3", "conv4_4", "conv5_1"]  # 512 out: transposed copy used
+    assert sorted(auto._winograd) == ["conv1_2", "conv2_1", "conv2_2"]
+    assert sorted(auto._winograd2d) == ["conv3_1", "conv3_2", "conv3_3", "conv3_4", "conv4_1", "conv4_2", "conv4_3",
+                                        "conv4_4", "conv5_1"]
     for n in layers:
         np.testing.assert_allclose(a[n], d[n], rtol=1e-11, atol=1e-11 * float(abs(d[n]).max()))
     grads = {n: np.random.default_rng(6).normal(size=v.shape) for n, v in a.items()}
@@ -211,3 +218,79 @@ def test_a_gradient_can_be_written_into_the_network_by_a_function():
     got = net.backward({"conv2_1": write(g2), "conv3_1": write(g3)}, layout="matrix")
     np.testing.assert_allclose(got, want, rtol=1e-12)
     assert calls == [False, True]      # the deepest one stores, the next one adds
+
+
+def _objective_gradient(net, size, seed=11):
+    from handnst.losses import StyleTransferLoss
+    rng = np.random.default_rng(seed)
+    content, style, x = (rng.uniform(-110, 140, (3,) + size) for _ in range(3))    # VGG's input range
+    cast = [a.astype(net.dtype) for a in (content, style, x)]
+    loss = StyleTransferLoss(net, cast[0], cast[1], beta=5e3)
+    value, grad = loss(cast[2])
+    return value, grad.astype(np.float64)
+
+
+@pytest.mark.parametrize("size", [(64, 64), (48, 40)])      # every map even; odd maps (half tiles) from conv3 on
+def test_float32_gradient_of_the_whole_objective_is_within_1e_3_of_float64(size):
+    # What stylize runs (float32, Winograd where chosen) against the exact objective (float64, nine
+    # direct products everywhere), on the pretrained weights when there are any: relative error of the
+    # gradient (2-norm) and of the value.
+    from handnst.weights import find_weights
+    from handnst.networks.vgg import load_vgg19
+    found = find_weights()
+    make = (lambda **kw: load_vgg19(found, **kw)) if found else (lambda **kw: random_vgg19(0, **kw))
+    v32, g32 = _objective_gradient(make(dtype="float32"), size)
+    v64, g64 = _objective_gradient(make(dtype="float64", conv="direct"), size)
+    error = np.linalg.norm(g32 - g64) / np.linalg.norm(g64)
+    assert error <= 1e-3, error
+    assert abs(v32 - v64) <= 1e-4 * abs(v64)
+
+
+@pytest.mark.parametrize("pooling", ["avg", "max"])
+def test_two_threads_give_the_same_network(monkeypatch, pooling):
+    # The elementwise passes split their rows between two threads only above a size these tiny maps
+    # do not reach; with that threshold at zero every split runs, and nothing may change.
+    from handnst import backend
+    net = random_vgg19(3, dtype="float64", pooling=pooling)
+    x = np.random.default_rng(5).normal(0, 50, (3, 64, 32))
+    layers = ["conv1_2", "conv2_2", "conv3_4", "conv4_2", "conv5_1"]
+    want = net.forward(x, layers)
+    grads = {n: np.random.default_rng(6).normal(size=v.shape) for n, v in want.items()}
+    dwant = net.backward(grads)
+    calls = []
+    real = backend.split_run
+
+    def spy(fn, n, threads=2, work=None, xp=np):
+        calls.append(n)
+        return real(fn, n, threads, None, xp)
+    monkeypatch.setattr(backend, "PARALLEL_MIN_WORK", 0)
+    monkeypatch.setattr(backend, "PARALLEL_THREADS", 2)
+    for module in (L.padded, L.winograd, L.winograd2d):
+        monkeypatch.setattr(module, "split_run", spy)
+    got = net.forward(x, layers)
+    for n in layers:
+        np.testing.assert_array_equal(got[n], want[n])
+    np.testing.assert_array_equal(net.backward(grads), dwant)
+    assert len(calls) > 50 and max(calls) >= 2
+
+
+def test_split_run_covers_the_range_once_and_passes_errors_on():
+    from handnst import backend
+    from handnst.backend import split_run
+    backend.PARALLEL_THREADS = 2                # HANDNST_THREADS=2: the helper thread takes half
+    seen = []
+    split_run(lambda lo, hi: seen.append((lo, hi)), 7, threads=2)
+    assert sorted(seen) == [(0, 3), (3, 7)]
+    seen.clear()
+    split_run(lambda lo, hi: seen.append((lo, hi)), 7, threads=2, work=10)      # too little work: one call
+    assert seen == [(0, 7)]
+
+    def fail(lo, hi):
+        if lo > 0:
+            raise ValueError("second half")
+    with pytest.raises(ValueError, match="second half"):
+        split_run(fail, 4, threads=2)
+    seen.clear()
+    backend.PARALLEL_THREADS = 1                # the default: everything on the calling thread
+    split_run(lambda lo, hi: seen.append((lo, hi)), 7, threads=2)
+    assert seen == [(0, 7)]

@@ -20,7 +20,8 @@ def _add_bench_parser(sub):
         formatter_class=_formatter,
         epilog="examples:\n  handnst bench\n  handnst bench --size 256x192 --repeat 9 --json bench.json\n"
                "  handnst bench --transform        # the feed-forward network: apply 512x384 and one training\n"
-               "                                   # step (4 x 128x128), next to PyTorch where it is installed\n",
+               "                                   # step (4 x 128x128), next to PyTorch where it is installed\n"
+               "  handnst bench --size 256x192 512x384 --torch     # and PyTorch on the same objective\n",
     )
     add_cli_arguments(p)
 
@@ -47,6 +48,9 @@ def add_cli_arguments(parser):
     parser.add_argument("--conv", default="auto", choices=list(CONV_CHOICES),
                         help="auto: Winograd F(2, 3) for the layers with 256+ channels, where it is faster "
                              "(the default, what stylize runs); direct: nine GEMMs for every convolution")
+    parser.add_argument("--torch", action="store_true",
+                        help="also time the same objective in PyTorch (if installed), in turns with handnst in "
+                             "the same process, and report the median ratio of the paired times")
     parser.add_argument("--in-process", action="store_true",
                         help="run every size in this process instead of a fresh one each "
                              "(faster to start, but the memory peaks then mix)")
@@ -77,7 +81,7 @@ def run_cli(args):
         return _run_transform(args, to_stdout)
     sizes = [parse_size(s) for s in args.size] if args.size else list(DEFAULT_SIZES)
     report = run_benchmark(sizes, device=args.device, dtype=args.dtype, repeat=args.repeat, warmup=args.warmup,
-                           weights=args.weights, isolate=not args.in_process, conv=args.conv,
+                           weights=args.weights, isolate=not args.in_process, conv=args.conv, torch=args.torch,
                            log=lambda line: print(line, file=sys.stderr, flush=True))
     text = json.dumps(report, indent=2)
     if to_stdout:

@@ -25,6 +25,7 @@ vectorized version to run. The tests compare the two with each other and with fi
 |              | (im2col on the batch: one matrix product per pass and chunk)                      |
 | `instance_norm.py` | instance normalization with its full backward pass (derived in the docstring)|
 | `upsample.py`| nearest-neighbour 2x upsampling and its adjoint (sum over 2x2 blocks)             |
+| `winograd2d.py`| ... and with Winograd F(2x2, 3x3), along the rows and the columns               |
 
 Everything is re-exported here, so `from handnst import layers as L; L.conv_forward(...)` works.
 """
@@ -110,4 +111,10 @@ from handnst.layers.upsample import (  # noqa: F401
     upsample2x_backward_naive,
     upsample2x_forward,
     upsample2x_backward,
+)
+from handnst.layers.winograd2d import (  # noqa: F401
+    winograd2d_taps,
+    winograd2d_scratch_shapes,
+    conv3x3_winograd2d_forward,
+    conv3x3_winograd2d_backward,
 )

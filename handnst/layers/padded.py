@@ -6,7 +6,7 @@ matrix products whose inputs are plain contiguous row-slices of the same buffer 
 the backward pass is nine more. See `conv3x3_forward` for the derivation.
 """
 
-from handnst.backend import array_module, gemm
+from handnst.backend import array_module, gemm, split_run
 
 
 # =============================================================================================
@@ -104,7 +104,7 @@ def conv3x3_forward(P, H, W, taps, bias, out, relu=True, im2col_below=16):
     Yg = Y.reshape(H, W + 2, K)
     Yg[:, W:] = 0                      # the junk columns are the next map's border: zero
     if relu:
-        xp.maximum(Y, 0, out=Y)
+        relu_inplace(Y)
     return out
 
 
@@ -156,11 +156,25 @@ def zero_border(P, H, W):
     return P
 
 
-def relu_mask_backward(dY, Y):
-    """In place: dY *= [Y > 0], with Y the stored (post-ReLU) output. Zero borders stay zero."""
+def relu_mask_backward(dY, Y, threads=2):
+    """In place: dY *= [Y > 0], with Y the stored (post-ReLU) output. Zero borders stay zero.
+    The rows are split between `threads` threads (backend.split_run)."""
     xp = array_module(dY)
-    xp.multiply(dY, Y > 0, out=dY)
+
+    def part(lo, hi):
+        xp.multiply(dY[lo:hi], Y[lo:hi] > 0, out=dY[lo:hi])
+    split_run(part, dY.shape[0], threads, work=dY.size, xp=xp)
     return dY
+
+
+def relu_inplace(Y, threads=2):
+    """In place: Y = max(Y, 0), the rows split between `threads` threads."""
+    xp = array_module(Y)
+
+    def part(lo, hi):
+        xp.maximum(Y[lo:hi], 0, out=Y[lo:hi])
+    split_run(part, Y.shape[0], threads, work=Y.size, xp=xp)
+    return Y
 
 
 def _padded_pool_views(P, H, W):
@@ -174,17 +188,22 @@ def pool_forward_padded(P, H, W, out, mode="avg"):
     """2x2/2 pooling (average or max) of padded map P (H x W grid) into padded `out` (H//2 x W//2)."""
     xp = array_module(P)
     H2, W2 = H // 2, W // 2
-    a, b, c, d = _padded_pool_views(P, H, W)
-    dest = padded_grid(out, H2, W2)[1:H2 + 1, 1:W2 + 1]
-    if mode == "avg":
-        xp.add(a, b, out=dest)
-        dest += c
-        dest += d
-        dest *= 0.25
-    else:
-        xp.maximum(a, b, out=dest)
-        xp.maximum(dest, c, out=dest)
-        xp.maximum(dest, d, out=dest)
+    members = _padded_pool_views(P, H, W)
+    window = padded_grid(out, H2, W2)[1:H2 + 1, 1:W2 + 1]
+
+    def part(lo, hi):            # output rows lo .. hi (split between two threads)
+        a, b, c, d = (m[lo:hi] for m in members)
+        dest = window[lo:hi]
+        if mode == "avg":
+            xp.add(a, b, out=dest)
+            dest += c
+            dest += d
+            dest *= 0.25
+        else:
+            xp.maximum(a, b, out=dest)
+            xp.maximum(dest, c, out=dest)
+            xp.maximum(dest, d, out=dest)
+    split_run(part, H2, work=P.size, xp=xp)
     return zero_border(out, H2, W2)
 
 
@@ -206,15 +225,22 @@ def pool_backward_padded(dout, P, H, W, out, mode="avg"):
         # value written twice, side by side) and copy it to the bottom row whole: two passes over
         # contiguous rows, a third faster than four strided writes of dout / 4.
         inner = padded_grid(out, H, W)[1:2 * H2 + 1, 1:2 * W2 + 1].reshape(H2, 2, W2, 2, -1)
-        xp.multiply(d_in[:, :, None, :], 0.25, out=inner[:, 0])
-        inner[:, 1] = inner[:, 0]
+
+        def part(lo, hi):
+            xp.multiply(d_in[lo:hi, :, None, :], 0.25, out=inner[lo:hi, 0])
+            inner[lo:hi, 1] = inner[lo:hi, 0]
+        split_run(part, H2, work=out.size, xp=xp)
         return out
     views = _padded_pool_views(out, H, W)
     members = _padded_pool_views(P, H, W)
-    top = xp.maximum(xp.maximum(members[0], members[1]), xp.maximum(members[2], members[3]))
-    taken = xp.zeros(top.shape, dtype=bool)
-    for member, view in zip(members, views):
-        winner = (member == top) & ~taken
-        xp.multiply(d_in, winner, out=view)
-        taken |= winner
+
+    def part(lo, hi):
+        m = [member[lo:hi] for member in members]
+        top = xp.maximum(xp.maximum(m[0], m[1]), xp.maximum(m[2], m[3]))
+        taken = xp.zeros(top.shape, dtype=bool)
+        for member, view in zip(m, views):
+            winner = (member == top) & ~taken
+            xp.multiply(d_in[lo:hi], winner, out=view[lo:hi])
+            taken |= winner
+    split_run(part, H2, work=out.size, xp=xp)
     return out

@@ -1,7 +1,7 @@
 """3x3 convolution in the padded layout with Winograd F(2, 3) along the rows."""
 
-from handnst.backend import array_module, gemm
-from handnst.layers.padded import padded_grid
+from handnst.backend import array_module, gemm, split_run
+from handnst.layers.padded import padded_grid, relu_inplace
 
 
 # ---------------------------------------------------------------------------------------------
@@ -84,7 +84,8 @@ def winograd_taps_transposed(U):
     return tuple(xp.ascontiguousarray(u.transpose(0, 2, 1)) for u in U)
 
 
-def conv3x3_winograd_forward(P, H, W, U, bias, out, relu=True, scratch=None, transpose=False, U_t=None):
+def conv3x3_winograd_forward(P, H, W, U, bias, out, relu=True, scratch=None, transpose=False, U_t=None,
+                             threads=2):
     """conv3x3_forward computed with Winograd F(2, 3) along the rows. U = winograd_taps(taps).
 
     Tile row i makes output rows 2i and 2i + 1 from padded input rows 2i .. 2i + 3 (d0..d3):
@@ -106,6 +107,7 @@ def conv3x3_winograd_forward(P, H, W, U, bias, out, relu=True, scratch=None, tra
     scratch: (Z, M) buffers of winograd_scratch_shapes(H, W, C_in, C_out) (allocated when None).
     U_t: optional, winograd_taps_transposed(U); the forward pass then reads its filters from there
     (same numbers, faster packing for 512 channels). The backward pass does not need it.
+    threads: the row additions of each chunk are split between this many threads (backend.split_run).
     """
     xp = array_module(P)
     C = P.shape[1]
@@ -125,13 +127,17 @@ def conv3x3_winograd_forward(P, H, W, U, bias, out, relu=True, scratch=None, tra
         n = min(rows, tiles - i0)
         d = [grid[2 * i0 + r: 2 * (i0 + n) + r: 2] for r in range(4)]      # d3 is one row short if H is odd
         z = [Z[a, :n * Wp].reshape(n, Wp, C) for a in range(4)]
-        xp.subtract(d[0], d[2], out=z[0])
-        xp.add(d[1], d[2], out=z[1])
-        xp.subtract(d[2], d[1], out=z[2])
-        k = d[3].shape[0]
-        xp.subtract(d[1][:k], d[3], out=z[3][:k])
-        if k < n:
-            z[3][k:] = d[1][k:]                     # d3 = 0 below the bottom border
+
+        def transform_input(lo, hi):
+            xp.subtract(d[0][lo:hi], d[2][lo:hi], out=z[0][lo:hi])
+            xp.add(d[1][lo:hi], d[2][lo:hi], out=z[1][lo:hi])
+            xp.subtract(d[2][lo:hi], d[1][lo:hi], out=z[2][lo:hi])
+            k = min(hi, d[3].shape[0])
+            if k > lo:
+                xp.subtract(d[1][lo:k], d[3][lo:k], out=z[3][lo:k])
+            if k < hi:
+                z[3][max(k, lo):hi] = d[1][max(k, lo):hi]       # d3 = 0 below the bottom border
+        split_run(transform_input, n, threads, work=n * Wp * C, xp=xp)
         if bias is not None:
             # m1 enters both outputs with weight +1, so a bias placed in it reaches both rows: the
             # products of a = 1 accumulate onto it, and no pass adds the bias to the outputs.
@@ -149,23 +155,28 @@ def conv3x3_winograd_forward(P, H, W, U, bias, out, relu=True, scratch=None, tra
         m = [M[a, :n * Wp].reshape(n, Wp, K) for a in range(4)]
         even = Yg[2 * i0: 2 * (i0 + n): 2]
         odd = Yg[2 * i0 + 1: 2 * (i0 + n): 2]      # one row short if H is odd
-        k = odd.shape[0]
-        xp.add(m[0], m[1], out=even)
-        even += m[2]
-        xp.subtract(m[1][:k], m[2][:k], out=odd)
-        odd -= m[3][:k]
+
+        def transform_output(lo, hi):
+            xp.add(m[0][lo:hi], m[1][lo:hi], out=even[lo:hi])
+            even[lo:hi] += m[2][lo:hi]
+            k = min(hi, odd.shape[0])
+            if k > lo:
+                xp.subtract(m[1][lo:k], m[2][lo:k], out=odd[lo:k])
+                odd[lo:k] -= m[3][lo:k]
+        split_run(transform_output, n, threads, work=n * Wp * K, xp=xp)
     out[:start] = 0
     out[start + H * Wp:] = 0
     Yg[:, W:] = 0                      # the junk columns are the next map's border: zero
     if relu:
-        xp.maximum(Y, 0, out=Y)
+        relu_inplace(Y, threads)
     return out
 
 
-def conv3x3_winograd_backward(dY, H, W, U, out, scratch=None):
+def conv3x3_winograd_backward(dY, H, W, U, out, scratch=None, threads=2):
     """dL/dP for conv3x3_winograd_forward (or conv3x3_forward): dY (L, K) -> out (L, C).
 
     dY must be zero on its border (the ReLU mask sees to that). Unlike conv3x3_backward, the border
     rows of `out` come out zero.
     """
-    return conv3x3_winograd_forward(dY, H, W, U, None, out, relu=False, scratch=scratch, transpose=True)
+    return conv3x3_winograd_forward(dY, H, W, U, None, out, relu=False, scratch=scratch, transpose=True,
+                                    threads=threads)

@@ -13,16 +13,20 @@ winners in it too). The convolution's input is not kept, because dL/dx of a conv
 the weights; no weight gradients are ever computed here. Internally every map is stored in the
 padded channels-last layout of `layers/padded.py`, in buffers reused from one evaluation to the next.
 
-Each convolution runs as nine matrix products (`layers.conv3x3_forward`) or, where both its channel
-counts are at least WINOGRAD_MIN_CHANNELS (conv3_2 .. conv5_4), as twelve smaller ones with Winograd
-F(2, 3) along the rows (`layers.conv3x3_winograd_forward`), which does a third fewer multiplications.
-`VGG19(..., conv="direct")` turns the second off; the two agree to float rounding (tested). The layers
-with 512 outputs also keep their Winograd filters transposed for the forward pass, which BLAS packs
-faster (`layers.winograd_taps_transposed`; 56 MB of extra memory for a speed-up of 5-11% there).
+Each convolution runs with the algorithm that does the least work for its shape (`VGG19.algorithm`):
+Winograd F(2x2, 3x3) from conv3_1 on (`layers.conv3x3_winograd2d_forward`: 16 products for every
+2x2 block of outputs instead of 36), Winograd F(2, 3) along the rows for conv1_2 .. conv2_2
+(`layers.conv3x3_winograd_forward`: 12 products for two output rows instead of 18),
+and nine matrix products for conv1_1 (`layers.conv3x3_forward`). `VGG19(..., conv="direct")` runs
+nine products everywhere; all agree to float rounding (tested). The Winograd filters are made on first
+use and kept (16 (C, K) matrices per layer for F(2x2, 3x3): 88 MB for conv3_1 .. conv5_1).
 """
 
+import math
+import time
+
 from handnst import layers as L
-from handnst.backend import array_module, canonical_backend, get_xp, resolve_dtype
+from handnst.backend import array_module, canonical_backend, get_xp, resolve_dtype, synchronize
 from handnst.errors import InputError
 from handnst.weights import KERAS_CONVENTION, ensure_weights, load_weights
 from handnst.weights.layout import CONV_LAYERS, CONV_NAMES, WEIGHT_SHAPES  # noqa: F401  (the table lives with the file format)
@@ -36,12 +40,15 @@ LAYER_ORDER = (
 )
 POOLINGS = ("avg", "max")
 CONV_ALGORITHMS = ("auto", "direct")
-# Winograd pays where the products are large: measured on 2 cores, the 256- and 512-channel layers
-# gain 5-25%, the 128-channel ones lose a little to the extra row additions.
-WINOGRAD_MIN_CHANNELS = 256
-# Layers with this many output channels or more also keep their Winograd filters transposed for the
-# forward pass (layers.winograd_taps_transposed): conv4_1 .. conv5_4, about 10% faster products there.
-TRANSPOSED_FILTERS_MIN_OUT = 512
+# Which convolution runs where (measured in CPU time per layer, one thread, at 256x192; see the module
+# docstring): every layer with 64 or more input channels runs a Winograd algorithm, F(2x2, 3x3) where
+# it has 128+ channels in and 256+ out (conv3_1 onwards: 0.65-0.72 of the direct time, against
+# 0.71-0.83 for F(2, 3) along the rows), F(2, 3) along the rows for conv1_2 .. conv2_2 (0.68-0.77;
+# there the 2-D column transforms cost more than the products they save). conv1_1, with its 3 input
+# channels, stays direct.
+WINOGRAD_MIN_CHANNELS = 64
+WINOGRAD_2D_MIN_IN = 128
+WINOGRAD_2D_MIN_OUT = 256
 
 
 def canonical_layer(name):
@@ -94,9 +101,12 @@ class VGG19:
             self._taps[name] = L.conv_taps(w)              # (9, C, K), the layout the GEMMs want
             self._bias[name] = self.xp.asarray(b, dtype=self.dtype)
         self._winograd = {}                 # name -> winograd_taps, built on first use
-        self._winograd_t = {}               # name -> winograd_taps_transposed, likewise
+        self._winograd2d = {}               # name -> winograd2d_taps, likewise
         self._buffers = {}
         self._state = None
+        # Set to a dict to time every layer: ("forward" | "backward", name) -> list of seconds, one
+        # entry per pass (the benchmark does this; a backward entry includes the layer's ReLU mask).
+        self.layer_times = None
 
     def __repr__(self):
         return (f"VGG19(pooling={self.pooling!r}, conv={self.conv!r}, backend={self.backend!r}, dtype={self.dtype.name!r}, "
@@ -123,10 +133,19 @@ class VGG19:
         self._state = None
 
     # ------------------------------------------------------------------------- convolutions
-    def uses_winograd(self, name):
-        """Whether convolution `name` runs with Winograd F(2, 3) (see the module docstring)."""
+    def algorithm(self, name, H=None, W=None):
+        """How convolution `name` runs (on an H x W map: every size takes the same one today): "2d"
+        (Winograd F(2x2, 3x3)), "rows" (Winograd F(2, 3) along the rows) or "direct" (nine products)."""
         _, C, K = self._taps[canonical_layer(name)].shape
-        return self.conv == "auto" and min(C, K) >= WINOGRAD_MIN_CHANNELS
+        if self.conv == "direct" or C < WINOGRAD_MIN_CHANNELS:
+            return "direct"
+        if min(C, K) >= WINOGRAD_2D_MIN_IN and K >= WINOGRAD_2D_MIN_OUT:
+            return "2d"
+        return "rows"
+
+    def uses_winograd(self, name):
+        """Whether convolution `name` runs with a Winograd algorithm (on maps of even size)."""
+        return self.algorithm(name) != "direct"
 
     def _winograd_taps(self, name):
         U = self._winograd.get(name)
@@ -134,38 +153,53 @@ class VGG19:
             U = self._winograd[name] = L.winograd_taps(self._taps[name])
         return U
 
-    def _winograd_taps_t(self, name):
-        if self._taps[name].shape[2] < TRANSPOSED_FILTERS_MIN_OUT:
-            return None
-        U_t = self._winograd_t.get(name)
-        if U_t is None:
-            U_t = self._winograd_t[name] = L.winograd_taps_transposed(self._winograd_taps(name))
-        return U_t
+    def _winograd2d_taps(self, name):
+        U = self._winograd2d.get(name)
+        if U is None:
+            U = self._winograd2d[name] = L.winograd2d_taps(self._taps[name])
+        return U
 
-    def _winograd_scratch(self, H, W, C, K):
-        """Views (Z, M) for conv3x3_winograd_forward, carved from one flat buffer that only grows."""
-        shapes = L.winograd_scratch_shapes(H, W, C, K, itemsize=self.dtype.itemsize)
-        sizes = [a * b * c for a, b, c in shapes]
+    def _scratch(self, shapes):
+        """Views of the given shapes carved from one flat buffer that only grows (shared by all layers)."""
+        sizes = [math.prod(shape) for shape in shapes]
         arena = self._buffers.get("winograd")
         if arena is None or arena.size < sum(sizes):
+            self._buffers.pop("winograd", None)
             arena = self._buffers["winograd"] = self.xp.empty(sum(sizes), dtype=self.dtype)
-        return arena[:sizes[0]].reshape(shapes[0]), arena[sizes[0]:sum(sizes)].reshape(shapes[1])
+        views, start = [], 0
+        for shape, size in zip(shapes, sizes):
+            views.append(arena[start:start + size].reshape(shape))
+            start += size
+        return views
 
-    def _conv_forward(self, name, P, H, W, out):
+    def _conv(self, name, P, H, W, out, backward=False):
         taps = self._taps[name]
-        if self.uses_winograd(name):
-            scratch = self._winograd_scratch(H, W, *taps.shape[1:])
-            return L.conv3x3_winograd_forward(P, H, W, self._winograd_taps(name), self._bias[name], out,
-                                              scratch=scratch, U_t=self._winograd_taps_t(name))
+        _, C, K = taps.shape
+        if backward:
+            C, K = K, C
+        how = self.algorithm(name, H, W)
+        item = self.dtype.itemsize
+        if how == "2d":
+            scratch = self._scratch(L.winograd2d_scratch_shapes(H, W, C, K, itemsize=item))
+            U = self._winograd2d_taps(name)
+            if backward:
+                return L.conv3x3_winograd2d_backward(P, H, W, U, out, scratch=scratch)
+            return L.conv3x3_winograd2d_forward(P, H, W, U, self._bias[name], out, scratch=scratch)
+        if how == "rows":
+            scratch = self._scratch(L.winograd_scratch_shapes(H, W, C, K, itemsize=item))
+            U = self._winograd_taps(name)
+            if backward:
+                return L.conv3x3_winograd_backward(P, H, W, U, out, scratch=scratch)
+            return L.conv3x3_winograd_forward(P, H, W, U, self._bias[name], out, scratch=scratch)
+        if backward:
+            return L.conv3x3_backward(P, H, W, taps, out)
         return L.conv3x3_forward(P, H, W, taps, self._bias[name], out)
 
+    def _conv_forward(self, name, P, H, W, out):
+        return self._conv(name, P, H, W, out)
+
     def _conv_backward(self, name, dY, H, W, out):
-        taps = self._taps[name]
-        if self.uses_winograd(name):
-            _, C, K = taps.shape
-            return L.conv3x3_winograd_backward(dY, H, W, self._winograd_taps(name), out,
-                                               scratch=self._winograd_scratch(H, W, K, C))
-        return L.conv3x3_backward(dY, H, W, taps, out)
+        return self._conv(name, dY, H, W, out, backward=True)
 
     # ------------------------------------------------------------------------------ forward
     def _check_input(self, x):
@@ -199,6 +233,7 @@ class VGG19:
         deepest = max(LAYER_ORDER.index(n) for n in names)
         P = L.to_padded(x, out=self._buffer("input", L.padded_length(H, W), 3))
         maps = {}
+        clock = self._clock()
         for name in LAYER_ORDER[:deepest + 1]:
             if name.startswith("conv"):
                 out = self._buffer(name, L.padded_length(H, W), self._taps[name].shape[2])
@@ -209,6 +244,7 @@ class VGG19:
                 P = L.pool_forward_padded(P, H, W, out, self.pooling)
                 H, W = H2, W2
             maps[name] = (P, H, W)
+            clock("forward", name)
         self._state = {"shape": x.shape, "maps": maps, "deepest": deepest}
         if layout == "matrix":
             return {n: maps[n][0].T for n in names}
@@ -254,6 +290,7 @@ class VGG19:
         # backward pass per forward pass.
         self._state = None
         g = None
+        clock = self._clock()
         for index in range(lowest, -1, -1):
             name = LAYER_ORDER[index]
             P, H, W = maps[name]
@@ -281,7 +318,25 @@ class VGG19:
                 below, Hb, Wb = maps[LAYER_ORDER[index - 1]]
                 out = self._buffer(("grad", below.shape), *below.shape)
                 g = L.pool_backward_padded(g, below, Hb, Wb, out, self.pooling)
+            clock("backward", name)
         return L.from_padded(g, H0, W0)
+
+    def _clock(self):
+        """A function clock(direction, name) that books the time since its last call to that layer
+        in self.layer_times (a no-op when layer_times is None)."""
+        times = self.layer_times
+        if times is None:
+            return lambda direction, name: None
+        xp = self.xp
+        synchronize(xp)
+        last = [time.perf_counter()]
+
+        def clock(direction, name):
+            synchronize(xp)
+            now = time.perf_counter()
+            times.setdefault((direction, name), []).append(now - last[0])
+            last[0] = now
+        return clock
 
     def _as_padded(self, g, H, W, C, layout):
         if array_module(g) is not self.xp:
