@@ -45,6 +45,7 @@ import time
 import warnings
 
 from handnst.errors import InputError, RunError
+from handnst.fileio import json_safe
 from handnst.jobs import WeightsPlugin, _keep, _one_line, run_job
 
 SUMMARY_NAME = "summary.json"
@@ -217,28 +218,17 @@ def grid_picture(out_dir, jobs, ratios, layer_sets=None, title=None):
 
 # ---------------------------------------------------------------------------------- on the client
 
-def _json_safe(obj):
-    """Plain JSON (no NaN/Infinity): non-finite numbers become null, NumPy scalars plain numbers."""
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if hasattr(obj, "item") and callable(obj.item):
-        return _json_safe(obj.item())
-    return obj
 
 
 def _write_json(path, data):
     from handnst.fileio import atomic_write_text
-    atomic_write_text(path, json.dumps(_json_safe(data), indent=2) + "\n")
+    atomic_write_text(path, json.dumps(json_safe(data), indent=2) + "\n")
 
 
 def _job_identity(job):
     """What makes two jobs the same job: kind, inputs and options (as JSON would store them)."""
     inputs = {role: os.path.abspath(path) for role, path in job["inputs"].items()}
-    return json.loads(json.dumps(_json_safe({"kind": job["kind"], "inputs": inputs, "options": job["options"]})))
+    return json.loads(json.dumps(json_safe({"kind": job["kind"], "inputs": inputs, "options": job["options"]})))
 
 
 def report_path(job, out_dir):

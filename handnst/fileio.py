@@ -11,6 +11,7 @@ older file there survives intact.
 """
 
 import contextlib
+import math
 import os
 import stat
 import tempfile
@@ -49,3 +50,17 @@ def atomic_write_text(path, text):
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)
+
+
+def json_safe(obj):
+    """Plain JSON for reports (no NaN/Infinity, which strict parsers reject): non-finite numbers become
+    null, NumPy scalars plain numbers, tuples lists, keys strings."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if hasattr(obj, "item") and callable(obj.item):  # NumPy scalars
+        return json_safe(obj.item())
+    return obj

@@ -98,23 +98,12 @@ def _check_outputs(args):
     return fmt
 
 
-def _json_safe(obj):
-    """Plain JSON (no NaN/Infinity, which strict parsers reject): non-finite numbers become null."""
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if hasattr(obj, "item") and callable(obj.item):  # NumPy scalars
-        return _json_safe(obj.item())
-    return obj
 
 
 def _write_report(path, report):
     import json
-    from handnst.fileio import atomic_write_text
-    atomic_write_text(path, json.dumps(_json_safe(report), indent=2) + "\n")
+    from handnst.fileio import atomic_write_text, json_safe
+    atomic_write_text(path, json.dumps(json_safe(report), indent=2) + "\n")
 
 
 def _say(args, message):
