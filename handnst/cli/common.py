@@ -74,18 +74,23 @@ def _layer(text):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _check_writable_file(path, option, example):
+    """A file path an option names: not a directory, in an existing folder we can write to."""
+    if os.path.isdir(path):
+        raise InputError(f"{option} {path!r} is a directory; give a file name such as {example}")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise InputError(f"the folder of {option} {path!r} does not exist ({parent}); create it first")
+    if not os.access(parent, os.W_OK):
+        raise InputError(f"cannot write {option} {path!r}: the folder {parent} is not writable; choose another folder")
+    return path
+
+
 def _check_report_path(path):
     """The --json report path: not a directory, in an existing folder we can write to."""
     if path is None:
         return None
-    if os.path.isdir(path):
-        raise InputError(f"--json {path!r} is a directory; give a file name such as report.json")
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        raise InputError(f"the folder of --json {path!r} does not exist ({parent}); create it first")
-    if not os.access(parent, os.W_OK):
-        raise InputError(f"cannot write --json {path!r}: the folder {parent} is not writable; choose another folder")
-    return path
+    return _check_writable_file(path, "--json", "report.json")
 
 
 def _check_outputs(args):

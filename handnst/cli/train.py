@@ -4,8 +4,9 @@ import math
 import os
 import sys
 
-from handnst.cli.common import (_check_report_path, _formatter, _layer, _logger, _nonnegative_float,
-                                _nonnegative_int, _positive_float, _positive_int, _say, _write_report)
+from handnst.cli.common import (_check_report_path, _check_writable_file, _formatter, _layer, _logger,
+                                _nonnegative_float, _nonnegative_int, _positive_float, _positive_int, _say,
+                                _write_report)
 from handnst.errors import InputError
 
 TRAIN_EPILOG = """\
@@ -107,13 +108,7 @@ def _add_train_parser(sub):
 def _check_model_path(path):
     if not path:
         raise InputError("the output path is empty; give a file name such as painting.h5")
-    if os.path.isdir(path):
-        raise InputError(f"-o {path!r} is a directory; give a file name such as {os.path.join(path, 'model.h5')!r}")
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        raise InputError(f"the folder of -o {path!r} does not exist ({parent}); create it first")
-    if not os.access(parent, os.W_OK):
-        raise InputError(f"cannot write -o {path!r}: the folder {parent} is not writable; choose another folder")
+    _check_writable_file(path, "-o", repr(os.path.join(path, "model.h5")))
 
 
 class _Frames:
