@@ -249,7 +249,7 @@ def transform_layer_checks(backend="numpy", seed=0):
     """The layers of the transformation network on a batch (N, C, H, W), naive and fast: reflection
     padding, batched convolution (9x9 and 3x3, stride 1 and 2, each method of the fast path; input,
     weight and bias gradients), instance normalization (input, scale and shift), nearest-neighbour
-    upsampling, the residual sum.
+    upsampling, upsampling + convolution by output phases (input, weight and bias), the residual sum.
 
     Every layer here except instance normalization is linear in the variable being checked, so the
     central difference has no truncation error at all and a large step (1e-3) keeps its rounding
@@ -301,6 +301,18 @@ def transform_layer_checks(backend="numpy", seed=0):
                             ("fast", L.upsample2x_forward, L.upsample2x_backward)):
         checks.append((f"upsample 2x {label}", lambda f=fwd, g=bwd: _layer_check(f, g, xu, seed, h=linear),
                        LAYER_TOLERANCE))
+
+    xc, wc, bc = draw(55, (2, 3, 4, 5), (4, 3, 3, 3), (4,))
+    for label, fwd, bwd in (("naive", L.upsample_conv_forward_naive, L.upsample_conv_backward_naive),
+                            ("fast", L.upsample_conv_forward, L.upsample_conv_backward)):
+        for part, what in enumerate(("dx", "dw", "db")):
+            def check(f=fwd, g=bwd, part=part):
+                args = [xc, wc, bc]
+
+                def forward(z):
+                    return f(*[z if i == part else a for i, a in enumerate(args)])
+                return _layer_check(forward, lambda r, c: g(r, c)[part], args[part], seed, h=linear)
+            checks.append((f"upsample + conv 3x3 {label} {what}", check, LAYER_TOLERANCE))
 
     xs, branch = draw(60, (2, 3, 4, 5), (2, 3, 4, 5))
     checks.append(("residual sum (skip)", lambda: _layer_check(

@@ -194,6 +194,42 @@ def test_upsample_matches_repeat_and_naive(xp, shape):
     close(dx, blocks)
 
 
+@pytest.mark.parametrize("shape,K", [((2, 3, 4, 5), 4), ((1, 5, 1, 2), 2), ((1, 2, 3, 3), 7)])
+def test_upsample_conv_equals_upsample_pad_conv(xp, shape, K):
+    # The phase form must give what the three layers give one after the other (np.repeat, np.pad
+    # with mode="reflect", the batched convolution), forward and backward, for maps as small as 1 row.
+    r = rng(12)
+    x, w, b = (xp.asarray(r.normal(size=s)) for s in (shape, (K, shape[1], 3, 3), (K,)))
+    up = np.repeat(np.repeat(to_host(x), 2, axis=2), 2, axis=3)
+    padded = xp.asarray(np.pad(up, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="reflect"))
+    want, conv_cache = L.conv_batch_forward_naive(padded, w, b, 1)
+    out_n, cache_n = L.upsample_conv_forward_naive(x, w, b)
+    out_f, cache_f = L.upsample_conv_forward(x, w, b)
+    close(out_n, want)
+    close(out_f, want)
+    dout = xp.asarray(r.normal(size=want.shape))
+    dpadded, dw_want, db_want = L.conv_batch_backward_naive(dout, conv_cache)
+    # the input gradient through the two separately tested adjoints, reflection padding and upsampling
+    N, C, H, W = shape
+    dup = L.reflection_pad_backward_naive(dpadded, ((N, C, 2 * H, 2 * W), 1))
+    dx_want = L.upsample2x_backward_naive(dup, shape)
+    for dx, dw, db in (L.upsample_conv_backward_naive(dout, cache_n), L.upsample_conv_backward(dout, cache_f)):
+        close(dx, dx_want)
+        close(dw, dw_want)
+        close(db, db_want)
+    dx_none, dw_only, _ = L.upsample_conv_backward(dout, cache_f, need_dx=False)
+    assert dx_none is None
+    close(dw_only, dw_want)
+
+
+def test_edge_pad_and_its_adjoint():
+    x = rng(13).normal(size=(2, 3, 4, 5))
+    np.testing.assert_array_equal(L.edge_pad_forward(x), np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="edge"))
+    d = rng(14).normal(size=(2, 3, 6, 7))
+    # adjoint: <edge_pad(x), d> = <x, edge_pad^T(d)>
+    np.testing.assert_allclose((L.edge_pad_forward(x) * d).sum(), (x * L.edge_pad_backward(d)).sum(), rtol=1e-12)
+
+
 def test_residual_sum_sends_the_gradient_to_both_branches():
     x, f = np.ones((1, 2, 2, 2)), np.full((1, 2, 2, 2), 2.0)
     y, cache = residual_forward(x, f)

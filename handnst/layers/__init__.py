@@ -26,6 +26,8 @@ vectorized version to run. The tests compare the two with each other and with fi
 | `instance_norm.py` | instance normalization with its full backward pass (derived in the docstring)|
 | `upsample.py`| nearest-neighbour 2x upsampling and its adjoint (sum over 2x2 blocks)             |
 | `winograd2d.py`| ... and with Winograd F(2x2, 3x3), along the rows and the columns               |
+| `upsample_conv.py`| 2x upsampling + reflection pad + 3x3 convolution as four 2x2 convolutions of  |
+|              | the small map, one per output phase (16 products per 2x2 block instead of 36)     |
 
 Everything is re-exported here, so `from handnst import layers as L; L.conv_forward(...)` works.
 """
@@ -117,4 +119,14 @@ from handnst.layers.winograd2d import (  # noqa: F401
     winograd2d_scratch_shapes,
     conv3x3_winograd2d_forward,
     conv3x3_winograd2d_backward,
+)
+from handnst.layers.upsample_conv import (  # noqa: F401
+    PHASE_SUMS,
+    upsample_conv_forward_naive,
+    upsample_conv_backward_naive,
+    edge_pad_forward,
+    edge_pad_backward,
+    phase_filters,
+    upsample_conv_forward,
+    upsample_conv_backward,
 )

@@ -36,6 +36,11 @@ block's second normalization get a gradient that is zero in exact arithmetic (a 
 the residual stream reaches only convolutions followed by normalizations); those are computed, and
 come out as rounding noise.
 
+The two upsampling steps never build the upsampled map: upsampling, reflection padding and conv4
+(conv5) run as one layer, `layers.upsample_conv_forward`, four 2x2 convolutions of the small map,
+one per output phase (16 products for every 2x2 block of outputs instead of 36, exactly the same
+sums); `layers.upsample_conv_forward_naive` is the three layers one after the other.
+
 Applying the network to a large photo: `net.forward(x, cache=False)` keeps nothing for a backward
 pass. Training: `net.backward(dy, need_dx=False)` skips the image's own gradient.
 """
@@ -205,12 +210,13 @@ class TransformNet:
                 tape.append(("norm", name, (norm_cache, out if relu else None)))
             return L.reflect_border(buf, pad_of(into)) if into else out
 
-        def upsample(h, into):
-            buf, view = padded_for(into, (h.shape[0], h.shape[1], 2 * h.shape[2], 2 * h.shape[3]))
-            _, up_cache = L.upsample2x_forward(h, out=view)
+        def upsample_conv(name, h):
+            """upsample x2, reflection pad and convolution `name` (3x3) in one: handnst.layers.upsample_conv
+            computes the four output phases from the small map, which is never upsampled."""
+            out, up_cache = L.upsample_conv_forward(h, p[f"{name}/weight"], p[f"{name}/bias"])
             if tape is not None:
-                tape.append(("upsample", None, up_cache))
-            return L.reflect_border(buf, pad_of(into)), view.shape
+                tape.append(("upsample_conv", name, up_cache))
+            return out
 
         def unpadded(buf, name):
             pad = pad_of(name)
@@ -239,10 +245,8 @@ class TransformNet:
                 h, _ = residual_forward(stream, t)
             if tape is not None:
                 tape.append(("residual_end", None, None))
-        hp, up_shape = upsample(h, "conv4")
-        h = norm("norm4", conv("conv4", hp, 1, up_shape), True)
-        hp, up_shape = upsample(h, "conv5")
-        h = norm("norm5", conv("conv5", hp, 1, up_shape), True, into="conv6")
+        h = norm("norm4", upsample_conv("conv4", h), True)
+        h = norm("norm5", upsample_conv("conv5", h), True, into="conv6")
         y = conv("conv6", h, 1, (N, self.width, H, W))
         self._tape = tape
         return y
@@ -283,8 +287,9 @@ class TransformNet:
                     shared = d is dy or any(d is skip for skip in skips)     # not ours to overwrite
                     d = d * mask if shared else xp.multiply(d, mask, out=d)
                 d, grads[f"{name}/scale"], grads[f"{name}/shift"] = L.instance_norm_backward(d, norm_cache)
-            elif kind == "upsample":
-                d = L.upsample2x_backward(d, cache)
+            elif kind == "upsample_conv":
+                d, grads[f"{name}/weight"], db = L.upsample_conv_backward(d, cache)
+                grads[f"{name}/bias"] = xp.zeros_like(db)          # in front of a normalization, as above
             elif kind == "residual_end":
                 d_skip, d = residual_backward(d, None)
                 skips.append(d_skip)
