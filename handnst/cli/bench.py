@@ -46,8 +46,9 @@ def add_cli_arguments(parser):
                         help="weights file, or 'random' (default: the file handnst finds, else random; "
                              "timings do not depend on the weight values)")
     parser.add_argument("--conv", default="auto", choices=list(CONV_CHOICES),
-                        help="auto: Winograd F(2, 3) for the layers with 256+ channels, where it is faster "
-                             "(the default, what stylize runs); direct: nine GEMMs for every convolution")
+                        help="auto: Winograd F(2x2, 3x3) from conv3_1 on, F(2, 3) along the rows for "
+                             "conv1_2 .. conv2_2, nine GEMMs for conv1_1: what stylize runs (the default); "
+                             "direct: nine GEMMs for every convolution")
     parser.add_argument("--torch", action="store_true",
                         help="also time the same objective in PyTorch (if installed), in turns with handnst in "
                              "the same process, and report the median ratio of the paired times")
