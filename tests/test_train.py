@@ -241,3 +241,12 @@ def test_ctrl_c_writes_a_checkpoint_that_resumes(tmp_path, real_weights_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert f"steps {step + 1}..{step + 1}" in done.stdout
+
+
+def test_loss_text_says_whether_the_loss_fell_or_rose():
+    from handnst.cli.train import _loss_text
+    summary = {"window": 1, "first": {"total": 2.0}, "last": {"total": 1.5}, "fall": 0.25}
+    assert _loss_text(summary).endswith("(means of the first and last 1 steps, 25% lower)")
+    rose = {"window": 1, "first": {"total": 2.83e12}, "last": {"total": 3.667e12}, "fall": 1 - 3.667 / 2.83}
+    assert _loss_text(rose).endswith(", 30% higher)")
+    assert _loss_text({}) == ""

@@ -137,6 +137,19 @@ class _Frames:
         return save_gif(self.small, self.gif, duration_ms=150) if self.small else None
 
 
+def _loss_text(summary):
+    """'loss A -> B (means of the first and last k steps, P% lower)' from TrainResult.loss_summary();
+    a short run may end above where it started, and then says so."""
+    if not summary:
+        return ""
+    fall = summary.get("fall")
+    change = ""
+    if fall is not None and math.isfinite(fall):
+        change = f", {100 * fall:.0f}% lower" if fall >= 0 else f", {-100 * fall:.0f}% higher"
+    return (f"loss {summary['first']['total']:.4g} -> {summary['last']['total']:.4g} "
+            f"(means of the first and last {summary['window']} steps{change})")
+
+
 def _cmd_train(args):
     from handnst import train as T
     if args.workers is not None or args.scheduler is not None:
@@ -178,12 +191,8 @@ def _cmd_train(args):
         report.update({"output": args.output, "command": ["handnst", *getattr(args, "argv", [])],
                        "animation": gif})
         _write_report(args.json, report)
-    summary = result.loss_summary()
     t = result.timings
-    fall = summary.get("fall")
-    loss_text = (f"loss {summary['first']['total']:.4g} -> {summary['last']['total']:.4g} "
-                 f"(means of the first and last {summary['window']} steps"
-                 + (f", {100 * fall:.0f}% lower)" if fall is not None and math.isfinite(fall) else ")")) if summary else ""
+    loss_text = _loss_text(result.loss_summary())
     if result.stopped == "interrupted":
         print(f"handnst: interrupted at step {result.step}; wrote the model so far to {args.output} and the "
               f"checkpoint {result.checkpoint} (go on with the same command and --resume)", file=sys.stderr)
