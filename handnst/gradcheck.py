@@ -168,6 +168,26 @@ def layer_checks(backend="numpy", seed=0):
     return checks
 
 
+def _winograd_check(xp, label, forward, backward, scratch_shapes, U, b, x, chunk_bytes, seed):
+    """(label, check, tolerance) for a Winograd kernel pair of the padded layout, seen as a function of
+    the (C, H, W) map x; the scratch is cut in chunks of `chunk_bytes` (to test the chunking)."""
+    C, H, W = x.shape
+    K = b.shape[0]
+
+    def scratch(c_in, c_out):
+        return [xp.empty(s) for s in scratch_shapes(H, W, c_in, c_out, chunk_bytes=chunk_bytes, itemsize=8)]
+
+    def fwd(z):
+        out = xp.empty((L.padded_length(H, W), K))
+        return L.from_padded(forward(L.to_padded(z), H, W, U, b, out, relu=False, scratch=scratch(C, K)), H, W), None
+
+    def bwd(r, cache):
+        out = xp.empty((L.padded_length(H, W), C))
+        return L.from_padded(backward(L.to_padded(r), H, W, U, out, scratch=scratch(K, C)), H, W)
+
+    return label, lambda: _layer_check(fwd, bwd, x, seed), LAYER_TOLERANCE
+
+
 def _padded_checks(xp, rng, seed):
     """The network's own kernels (padded channels-last layout), seen as functions of a (C, H, W) map."""
     H, W = 7, 5
@@ -192,43 +212,14 @@ def _padded_checks(xp, rng, seed):
     w = xp.asarray(rng.normal(size=(K, C, 3, 3)))
     U, b = L.winograd_taps(L.conv_taps(w)), xp.asarray(rng.normal(size=K))
     x = xp.asarray(rng.normal(size=(C, H, W)))
-    chunk = 2 * 4 * (W + 2) * C * 8
-
-    def scratch(c_in, c_out):
-        return [xp.empty(s) for s in L.winograd_scratch_shapes(H, W, c_in, c_out, chunk_bytes=chunk, itemsize=8)]
-
-    def fwd(z):
-        out = xp.empty((L.padded_length(H, W), K))
-        P = L.conv3x3_winograd_forward(L.to_padded(z), H, W, U, b, out, relu=False, scratch=scratch(C, K))
-        return L.from_padded(P, H, W), None
-
-    def bwd(r, cache):
-        out = xp.empty((L.padded_length(H, W), C))
-        return L.from_padded(L.conv3x3_winograd_backward(L.to_padded(r), H, W, U, out, scratch=scratch(K, C)), H, W)
-
-    checks.append(("conv3x3 Winograd F(2,3) network dx", lambda f=fwd, g=bwd, z=x: _layer_check(f, g, z, seed),
-                   LAYER_TOLERANCE))
-
+    checks.append(_winograd_check(xp, "conv3x3 Winograd F(2,3) network dx", L.conv3x3_winograd_forward,
+                                  L.conv3x3_winograd_backward, L.winograd_scratch_shapes, U, b, x,
+                                  2 * 4 * (W + 2) * C * 8, seed))
     # Winograd F(2x2, 3x3): an odd map (half tiles at the bottom and the right) in chunks of one tile row.
-    H2, W2 = 7, 5
-    U2 = L.winograd2d_taps(L.conv_taps(w))
-    x2 = xp.asarray(rng.normal(size=(C, H2, W2)))
-
-    def scratch2(c_in, c_out):
-        return [xp.empty(s) for s in L.winograd2d_scratch_shapes(H2, W2, c_in, c_out, chunk_bytes=1, itemsize=8)]
-
-    def fwd2(z):
-        out = xp.empty((L.padded_length(H2, W2), K))
-        P = L.conv3x3_winograd2d_forward(L.to_padded(z), H2, W2, U2, b, out, relu=False, scratch=scratch2(C, K))
-        return L.from_padded(P, H2, W2), None
-
-    def bwd2(r, cache):
-        out = xp.empty((L.padded_length(H2, W2), C))
-        return L.from_padded(L.conv3x3_winograd2d_backward(L.to_padded(r), H2, W2, U2, out, scratch=scratch2(K, C)),
-                             H2, W2)
-
-    checks.append(("conv3x3 Winograd F(2x2,3x3) network dx", lambda: _layer_check(fwd2, bwd2, x2, seed),
-                   LAYER_TOLERANCE))
+    x2 = xp.asarray(rng.normal(size=(C, 7, 5)))
+    checks.append(_winograd_check(xp, "conv3x3 Winograd F(2x2,3x3) network dx", L.conv3x3_winograd2d_forward,
+                                  L.conv3x3_winograd2d_backward, L.winograd2d_scratch_shapes,
+                                  L.winograd2d_taps(L.conv_taps(w)), b, x2, 1, seed))
     for mode, inp in (("avg", xp.asarray(rng.normal(size=(3, 7, 6)))), ("max", _distinct_windows(xp, rng, (3, 7, 6)))):
         def fwd(z, mode=mode):
             C, h, w = z.shape
