@@ -94,11 +94,15 @@ def edge_pad_backward(dout):
     return dx
 
 
+def _phase_sums(xp, dtype):
+    return [xp.asarray(s, dtype=dtype) for s in PHASE_SUMS]
+
+
 def phase_filters(w, p, q):
     """The 2x2 filters (K, C, 2, 2) of output phase (p, q): S_p w S_q^T, the taps that read the same
     pixel of the edge-padded small map added together."""
     xp = array_module(w)
-    S = [xp.asarray(s, dtype=w.dtype) for s in PHASE_SUMS]
+    S = _phase_sums(xp, w.dtype)
     return xp.ascontiguousarray(xp.einsum("au,kcuv,bv->kcab", S[p], w, S[q]))
 
 
@@ -120,18 +124,18 @@ def upsample_conv_forward(x, w, b):
             y, conv_cache = conv_batch_forward(xe[:, :, p:p + H + 1, q:q + W + 1], phase_filters(w, p, q), b)
             out[:, :, p::2, q::2] = y
             caches.append((p, q, conv_cache))
-    return out, (x.shape, w, caches)
+    return out, (x.shape, w.shape, caches)
 
 
 def upsample_conv_backward(dout, cache, need_dx=True):
     """dx, dw, db of upsample_conv_forward: each phase backwards, its filter gradient sent through the
     adjoint of the tap sums (S_p^T dw_pq S_q), its input gradient added into the window it read, and
     the edge padding's adjoint at the end. dout (N, K, 2H, 2W); dx is None when need_dx is False."""
-    (N, C, H, W), w, caches = cache
+    (N, C, H, W), w_shape, caches = cache
     xp = array_module(dout)
-    S = [xp.asarray(s, dtype=dout.dtype) for s in PHASE_SUMS]
+    S = _phase_sums(xp, dout.dtype)
     dxe = xp.zeros((N, C, H + 2, W + 2), dtype=dout.dtype) if need_dx else None
-    dw = xp.zeros(w.shape, dtype=dout.dtype)
+    dw = xp.zeros(w_shape, dtype=dout.dtype)
     db = None
     for p, q, conv_cache in caches:
         dxp, dwp, dbp = conv_batch_backward(dout[:, :, p::2, q::2], conv_cache, need_dx=need_dx)
