@@ -275,3 +275,48 @@ def test_layers_write_into_the_interior_of_a_padded_buffer():
     L.upsample2x_forward(small, out=buf[:, :, 1:7, 1:9])
     L.reflect_border(buf, 1)
     np.testing.assert_array_equal(buf, L.reflection_pad_forward(L.upsample2x_forward(small)[0], 1)[0])
+
+
+# ----------------------------------------------------- the padded layout (applying a trained net)
+
+def _padded_from(xp, x):
+    """(C, H, W) -> the padded channels-last matrix, on the backend."""
+    return L.to_padded(xp.asarray(x))
+
+
+@pytest.mark.parametrize("H,W", [(5, 4), (2, 2), (3, 7)])
+@pytest.mark.parametrize("mode", ["reflect", "edge"])
+def test_fill_border_is_numpy_padding(xp, H, W, mode):
+    x = rng(11).normal(size=(3, H, W))
+    P = L.fill_border(_padded_from(xp, x), H, W, mode)
+    want = np.pad(x, ((0, 0), (1, 1), (1, 1)), mode=mode).transpose(1, 2, 0)
+    close(L.padded_grid(P, H, W), want, 0)
+    close(P[(H + 2) * (W + 2):], np.zeros((2, 3)), 0)          # the slack rows stay zero
+
+
+@pytest.mark.parametrize("C,H,W", [(3, 5, 4), (4, 1, 1), (2, 6, 9)])
+@pytest.mark.parametrize("relu", [False, True])
+def test_instance_norm_padded_equals_the_batch_layer(xp, C, H, W, relu):
+    r = rng(12)
+    x = r.normal(size=(C, H, W)) * 3 + 2
+    scale, shift = xp.asarray(r.normal(size=C)), xp.asarray(r.normal(size=C))
+    want, _ = L.instance_norm_forward(xp.asarray(x[None]), scale, shift)
+    if relu:
+        want = xp.maximum(want, 0)
+    P = L.instance_norm_padded_forward(_padded_from(xp, x), H, W, scale, shift, relu=relu)
+    close(L.from_padded(P, H, W), want[0], 1e-12)
+    grid = to_host(L.padded_grid(P, H, W))                     # the border is still zero
+    assert not grid[0].any() and not grid[H + 1].any() and not grid[:, 0].any() and not grid[:, W + 1].any()
+
+
+@pytest.mark.parametrize("C,K,H,W", [(3, 4, 4, 5), (5, 2, 1, 2), (2, 7, 3, 3)])
+def test_upsample_conv_padded_equals_the_batch_layer(xp, C, K, H, W):
+    r = rng(13)
+    x, w, b = (xp.asarray(r.normal(size=s)) for s in ((C, H, W), (K, C, 3, 3), (K,)))
+    want, _ = L.upsample_conv_forward(x[None], w, b)
+    P = L.fill_border(L.to_padded(x), H, W, "edge")
+    out = xp.full((L.padded_length(2 * H, 2 * W), K), np.nan)    # every value must be written
+    L.upsample_conv_padded_forward(P, H, W, L.phase_taps(w), b, out)
+    close(L.from_padded(out, 2 * H, 2 * W), want[0], 1e-12)
+    grid = to_host(L.padded_grid(out, 2 * H, 2 * W))
+    assert not grid[0].any() and not grid[-1].any() and not grid[:, 0].any() and not grid[:, -1].any()

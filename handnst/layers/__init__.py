@@ -18,16 +18,18 @@ vectorized version to run. The tests compare the two with each other and with fi
 | `relu.py`    | ReLU                                                                              |
 | `pooling.py` | 2x2 average and max pooling                                                       |
 | `padded.py`  | the layout VGG19 runs in: padded, channels last, flattened; 3x3 convolution as    |
-|              | nine matrix products on row slices, ReLU masks and pooling in that layout         |
+|              | nine matrix products on row slices, ReLU masks, pooling and border fills there    |
 | `winograd.py`| the same 3x3 convolution with Winograd F(2, 3) along the rows                     |
 | `reflection_pad.py` | reflection padding of a batch (N, C, H, W) and its adjoint                 |
 | `conv_batch.py` | convolution of a batch, any kernel and stride, input/weight/bias gradients     |
 |              | (im2col on the batch: one matrix product per pass and chunk)                      |
 | `instance_norm.py` | instance normalization with its full backward pass (derived in the docstring)|
+|              | and, for applying a trained net, in place in the padded layout                    |
 | `upsample.py`| nearest-neighbour 2x upsampling and its adjoint (sum over 2x2 blocks)             |
 | `winograd2d.py`| ... and with Winograd F(2x2, 3x3), along the rows and the columns               |
 | `upsample_conv.py`| 2x upsampling + reflection pad + 3x3 convolution as four 2x2 convolutions of  |
-|              | the small map, one per output phase (16 products per 2x2 block instead of 36)     |
+|              | the small map, one per output phase (16 products per 2x2 block instead of 36);    |
+|              | for applying, the same in the padded layout                                       |
 
 Everything is re-exported here, so `from handnst import layers as L; L.conv_forward(...)` works.
 """
@@ -68,6 +70,8 @@ from handnst.layers.padded import (  # noqa: F401
     conv3x3_forward,
     conv3x3_backward,
     zero_border,
+    fill_border,
+    interior,
     relu_mask_backward,
     pool_forward_padded,
     pool_backward_padded,
@@ -107,6 +111,7 @@ from handnst.layers.instance_norm import (  # noqa: F401
     instance_norm_backward_naive,
     instance_norm_forward,
     instance_norm_backward,
+    instance_norm_padded_forward,
 )
 from handnst.layers.upsample import (  # noqa: F401
     upsample2x_forward_naive,
@@ -129,4 +134,6 @@ from handnst.layers.upsample_conv import (  # noqa: F401
     phase_filters,
     upsample_conv_forward,
     upsample_conv_backward,
+    phase_taps,
+    upsample_conv_padded_forward,
 )

@@ -38,7 +38,8 @@ the fast one is the closed form, vectorized over the whole batch, with the two m
 reductions over the last two axes.
 """
 
-from handnst.backend import array_module
+from handnst.backend import array_module, matmul
+from handnst.layers.padded import interior
 
 EPS = 1e-5
 
@@ -132,3 +133,29 @@ def instance_norm_backward(dout, cache):
     dx -= (sum_g / M).reshape(N, C, 1, 1)
     dx *= a
     return dx, dscale, dshift
+
+
+# ------------------------------------------------------------------- padded layout (applying only)
+
+def instance_norm_padded_forward(P, H, W, scale, shift, eps=EPS, relu=False):
+    """Instance normalization (+ ReLU) of one image in the padded channels-last layout of
+    handnst.layers.padded, in place and with no cache: the path that applies a trained network.
+
+    P (L, C) holds an H x W map whose border and slack rows are zero, as a convolution leaves them,
+    so sums over all L rows are sums over the M = H W pixels. Same mean, biased variance and eps as
+    instance_norm_forward; the sums run as BLAS products with a row of ones (a quarter of the time of
+    a column-wise NumPy sum, and accumulated more accurately). The border stays zero.
+    """
+    xp = array_module(P)
+    M = H * W
+    ones = xp.ones((1, P.shape[0]), dtype=P.dtype)
+    mu = matmul(ones, P)[0] / M
+    pixels = interior(P, H, W)
+    pixels -= mu                                          # the border stays zero: sums still see only pixels
+    var = xp.einsum("lc,lc->c", P, P) / M
+    a = (scale / xp.sqrt(var + eps)).astype(P.dtype, copy=False)
+    pixels *= a
+    pixels += shift
+    if relu:
+        xp.maximum(pixels, 0, out=pixels)
+    return P

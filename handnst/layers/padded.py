@@ -156,6 +156,32 @@ def zero_border(P, H, W):
     return P
 
 
+def fill_border(P, H, W, mode="reflect"):
+    """Fill the one-pixel border of padded map P from its interior, in place, for a convolution that
+    pads by 1 some other way than with zeros (the transformation network's layers):
+
+        "reflect": the border mirrors the second row and column (reflection padding; H, W >= 2)
+        "edge":    the border repeats the first and last row and column (edge padding)
+
+    Rows first, then columns over the full height, so the corners come out as padding both ways gives.
+    The slack rows are left as they are (zero): only junk outputs read them.
+    """
+    if mode not in ("reflect", "edge"):
+        raise ValueError(f"unknown border mode {mode!r}")
+    grid = padded_grid(P, H, W)
+    top, bottom, left, right = (2, H - 1, 2, W - 1) if mode == "reflect" else (1, H, 1, W)
+    grid[0] = grid[top]
+    grid[H + 1] = grid[bottom]
+    grid[:, 0] = grid[:, left]
+    grid[:, W + 1] = grid[:, right]
+    return P
+
+
+def interior(P, H, W):
+    """View of the H x W image pixels of padded map P, shape (H, W, C)."""
+    return padded_grid(P, H, W)[1:H + 1, 1:W + 1]
+
+
 def relu_mask_backward(dY, Y, threads=2):
     """In place: dY *= [Y > 0], with Y the stored (post-ReLU) output. Zero borders stay zero.
     The rows are split between `threads` threads (backend.split_run)."""

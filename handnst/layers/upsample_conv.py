@@ -37,9 +37,10 @@ back to the 3x3 filter, dL/dw += S_p^T dL/dw_pq S_q; the edge padding's adjoint 
 of dL/dxe onto the edge pixels it copied.
 """
 
-from handnst.backend import array_module
+from handnst.backend import array_module, gemm
 from handnst.layers.conv_batch import conv_batch_backward, conv_batch_backward_naive, conv_batch_forward, \
     conv_batch_forward_naive
+from handnst.layers.padded import interior, padded_grid, zero_border
 from handnst.layers.reflection_pad import reflection_pad_backward_naive, reflection_pad_forward_naive
 from handnst.layers.upsample import upsample2x_backward_naive, upsample2x_forward_naive
 
@@ -144,3 +145,49 @@ def upsample_conv_backward(dout, cache, need_dx=True):
         if need_dx:
             dxe[:, :, p:p + H + 1, q:q + W + 1] += dxp
     return (edge_pad_backward(dxe) if need_dx else None), dw, db
+
+
+# ------------------------------------------------------------------- padded layout (applying only)
+
+def phase_taps(w):
+    """Filters (K, C, 3, 3) -> (2, 2, 4, C, K): [p, q, 2a + c] = phase_filters(w, p, q)[:, :, a, c].T,
+    the (C, K) matrix that phase (p, q) applies to the edge-padded small map shifted by (a, c)."""
+    xp = array_module(w)
+    K, C = w.shape[:2]
+    taps = xp.empty((2, 2, 4, C, K), dtype=w.dtype)
+    for p in (0, 1):
+        for q in (0, 1):
+            taps[p, q] = phase_filters(w, p, q).transpose(2, 3, 1, 0).reshape(4, C, K)
+    return taps
+
+
+def upsample_conv_padded_forward(P, H, W, taps, bias, out, scratch=None):
+    """upsample_conv_forward for one image in the padded channels-last layout (handnst.layers.padded).
+
+    P (padded_length(H, W), C): the small map, its border filled by edge padding (fill_border(...,
+    "edge")), which is the xe of the module docstring. taps = phase_taps(w), bias (K,). out
+    (padded_length(2H, 2W), K) receives the 2H x 2W result with a zero border.
+
+    Phase (p, q) is a 2x2 convolution of xe: output (i, j) reads xe rows i + p + a and columns
+    j + q + c for a, c in {0, 1}. As in conv3x3_forward, computing it at every row r = i (W + 2) + j
+    of the padded grid makes each of the four taps one product with a contiguous row-slice of P,
+
+        Y = b + sum_{a, c} P[o : o + N] @ taps[p, q, 2a + c],    o = (p + a)(W + 2) + (q + c),  N = H (W + 2),
+
+    whose two junk columns per row are dropped when Y goes into every other pixel of `out`.
+    scratch: an (N, K) buffer for Y (allocated when None).
+    """
+    xp = array_module(P)
+    K = taps.shape[-1]
+    N = H * (W + 2)
+    Y = xp.empty((N, K), dtype=P.dtype) if scratch is None else scratch
+    big = interior(out, 2 * H, 2 * W)
+    for p in (0, 1):
+        for q in (0, 1):
+            Y[...] = bias
+            for a in (0, 1):
+                for c in (0, 1):
+                    o = (p + a) * (W + 2) + (q + c)
+                    gemm(P[o:o + N], taps[p, q, 2 * a + c], Y, accumulate=True)
+            big[p::2, q::2] = Y.reshape(H, W + 2, K)[:, :W]
+    return zero_border(out, 2 * H, 2 * W)
