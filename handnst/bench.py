@@ -60,7 +60,7 @@ import time
 
 import numpy as np
 
-from handnst.backend import canonical_backend, gemm, get_xp, resolve_dtype, synchronize
+from handnst.backend import canonical_backend, gemm, get_xp, keep_freed_memory, resolve_dtype, synchronize
 from handnst.errors import HandnstError, InputError, RunError
 from handnst.losses import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
 from handnst.machine import machine_info
@@ -361,6 +361,7 @@ _WORKER_CODE = "import sys; from handnst.bench import _worker; sys.exit(_worker(
 def _worker(spec_json):
     """Entry point of the per-size subprocess: run bench_size, print one JSON line on stdout."""
     spec = json.loads(spec_json)
+    keep_freed_memory()                 # as the command line does
     try:
         result = bench_size(**spec)
     except HandnstError as exc:

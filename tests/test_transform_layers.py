@@ -320,3 +320,12 @@ def test_upsample_conv_padded_equals_the_batch_layer(xp, C, K, H, W):
     close(L.from_padded(out, 2 * H, 2 * W), want[0], 1e-12)
     grid = to_host(L.padded_grid(out, 2 * H, 2 * W))
     assert not grid[0].any() and not grid[-1].any() and not grid[:, 0].any() and not grid[:, -1].any()
+
+
+@pytest.mark.parametrize("H,W,rows", [(5, 4, 4), (9, 3, 2), (1, 1, 4)])
+def test_from_padded_into_writes_every_pixel(xp, H, W, rows):
+    x = rng(14).normal(size=(3, H, W))
+    buf = xp.full((3, H + 2, W + 6), np.nan)
+    L.from_padded_into(_padded_from(xp, x), H, W, buf[:, 1:H + 1, 3:W + 3], rows=rows)
+    close(buf[:, 1:H + 1, 3:W + 3], x, 0)
+    assert np.isnan(to_host(buf)[:, 0]).all()                  # and nothing outside the view

@@ -294,3 +294,13 @@ def test_split_run_covers_the_range_once_and_passes_errors_on():
     backend.PARALLEL_THREADS = 1                # the default: everything on the calling thread
     split_run(lambda lo, hi: seen.append((lo, hi)), 7, threads=2)
     assert seen == [(0, 7)]
+
+
+def test_keep_freed_memory_leaves_a_users_setting_alone(monkeypatch):
+    from handnst import backend
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")
+    assert backend.keep_freed_memory() is False                # the user's choice wins
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
+    import platform
+    if platform.libc_ver()[0] == "glibc":
+        assert backend.keep_freed_memory() is True

@@ -20,6 +20,7 @@ from handnst.cli.gradcheck import _add_gradcheck_parser, _cmd_gradcheck
 from handnst.cli.weights import _add_weights_parser, _cmd_weights
 from handnst.cli.train import _add_train_parser, _cmd_train
 from handnst.cli.apply import _add_apply_parser, _cmd_apply
+from handnst.backend import keep_freed_memory
 from handnst.errors import HandnstError, USAGE
 
 
@@ -86,6 +87,7 @@ def main(argv=None):
         # machine make each small product far slower). Must be set before NumPy loads its BLAS.
         for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ.setdefault(var, "1")
+    keep_freed_memory()
     try:
         parser = build_parser()
         args = parser.parse_args(argv)

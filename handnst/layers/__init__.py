@@ -66,6 +66,7 @@ from handnst.layers.padded import (  # noqa: F401
     padded_grid,
     to_padded,
     from_padded,
+    from_padded_into,
     conv_taps,
     conv3x3_forward,
     conv3x3_backward,

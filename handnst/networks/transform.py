@@ -306,7 +306,7 @@ class TransformNet:
             L.upsample_conv_padded_forward(L.fill_border(stream, H, W, "edge"), H, W, L.phase_taps(w),
                                            p[f"{name}/bias"], up)
             stream, H, W = norm(norm_name, up, 2 * H, 2 * W, True), 2 * H, 2 * W
-        out[...] = L.interior(stream, H, W).transpose(2, 0, 1)
+        L.from_padded_into(stream, H, W, out)
 
     # ------------------------------------------------------------------------------ backward
 
