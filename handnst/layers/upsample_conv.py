@@ -154,10 +154,13 @@ def phase_taps(w):
     the (C, K) matrix that phase (p, q) applies to the edge-padded small map shifted by (a, c)."""
     xp = array_module(w)
     K, C = w.shape[:2]
+    S = _phase_sums(xp, w.dtype)
+    hwio = xp.ascontiguousarray(w.transpose(2, 3, 1, 0))                  # (3, 3, C, K)
     taps = xp.empty((2, 2, 4, C, K), dtype=w.dtype)
     for p in (0, 1):
-        for q in (0, 1):
-            taps[p, q] = phase_filters(w, p, q).transpose(2, 3, 1, 0).reshape(4, C, K)
+        rows = xp.tensordot(S[p], hwio, axes=(1, 0))                       # (2, 3, C, K): sum over u
+        for q in (0, 1):                                                   # ... then over v
+            taps[p, q] = xp.tensordot(S[q], rows, axes=(1, 1)).transpose(1, 0, 2, 3).reshape(4, C, K)
     return taps
 
 
