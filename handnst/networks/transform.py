@@ -236,17 +236,16 @@ class TransformNet:
         h = norm("norm1", h, True, into="conv2")
         h = norm("norm2", conv("conv2", h, 2, (N, self.width, H, W)), True, into="conv3")
         shape = (N, 4 * self.width, H // 4, W // 4)
+        h = norm("norm3", conv("conv3", h, 2, (N, 2 * self.width, H // 2, W // 2)), True,
+                 into="res1/conv1" if R and tape is not None else None)
         if tape is None:
             # Applying: the residual blocks and the decoder run in the padded layout, one image at a
             # time (_middle_padded), and write conv6's padded input.
-            h = norm("norm3", conv("conv3", h, 2, (N, 2 * self.width, H // 2, W // 2)), True)
             h6, view6 = padded_for("conv6", (N, self.width, H, W))
             for n in range(N):
                 self._middle_padded(h[n], view6[n])
             del h
             return conv("conv6", L.reflect_border(h6, pad_of("conv6")), 1, (N, self.width, H, W))
-        h = norm("norm3", conv("conv3", h, 2, (N, 2 * self.width, H // 2, W // 2)), True,
-                 into="res1/conv1" if R else None)
         for r in range(1, R + 1):
             hp, stream = h, unpadded(h, f"res{r}/conv1")        # the padded input and the stream itself
             if tape is not None:
