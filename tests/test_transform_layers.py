@@ -71,9 +71,9 @@ def test_reflection_pad_hand_example_and_too_small_map():
     ((2, 6, 9, 8), (2, 6, 3, 5), 1),
 ])
 @pytest.mark.parametrize("chunk", [1, 60, 1 << 22], ids=["row-bands", "some-images", "whole-batch"])
-@pytest.mark.parametrize("method", [None, "strided", "rows", "outputs"])
+@pytest.mark.parametrize("method", [None, "strided", "rows", "outputs", "wide"])
 def test_conv_batch_fast_equals_naive(xp, shape, kshape, stride, chunk, method):
-    if method in ("rows", "outputs") and stride != 1:
+    if method in ("rows", "outputs", "wide") and stride != 1:
         pytest.skip("stride 1 only")
     r = rng(3)
     x, w, b = (xp.asarray(r.normal(size=s)) for s in (shape, kshape, kshape[:1]))
@@ -91,7 +91,7 @@ def test_conv_batch_fast_equals_naive(xp, shape, kshape, stride, chunk, method):
 
 def test_conv_batch_method_choice():
     assert L.conv_batch_method(32, 3, 1) == "outputs"       # conv6: unfold the 3 output channels
-    assert L.conv_batch_method(3, 32, 1) == "strided"       # conv1: unfold the 3 input channels
+    assert L.conv_batch_method(3, 32, 1) == "wide"          # conv1: 4 outputs per unfolded column
     assert L.conv_batch_method(32, 16, 2) == "strided"      # stride 2 is always plain im2col
     with pytest.raises(ValueError):
         L.conv_batch_forward(np.zeros((1, 2, 5, 5)), np.zeros((1, 2, 3, 3)), np.zeros(1), 2, method="rows")
