@@ -7,7 +7,8 @@ import pytest
 from handnst import layers as L
 from handnst.backend import get_xp, to_host
 from handnst.errors import InputError
-from handnst.gradcheck import LAYER_TOLERANCE, transform_layer_checks
+from handnst.gradcheck import LAYER_TOLERANCE
+from handnst.gradcheck_transform import transform_layer_checks
 from handnst.networks.transform import residual_backward, residual_forward
 
 from backends import BACKENDS
@@ -329,3 +330,102 @@ def test_from_padded_into_writes_every_pixel(xp, H, W, rows):
     L.from_padded_into(_padded_from(xp, x), H, W, buf[:, 1:H + 1, 3:W + 3], rows=rows)
     close(buf[:, 1:H + 1, 3:W + 3], x, 0)
     assert np.isnan(to_host(buf)[:, 0]).all()                  # and nothing outside the view
+
+
+# ------------------------------------------------------------ the stacked layout the residual blocks train in
+
+def _stacked(xp, x):
+    return L.to_stacked(xp.asarray(x))
+
+
+@pytest.mark.parametrize("N,C,H,W", [(2, 3, 4, 5), (3, 2, 3, 2), (1, 4, 6, 6)])
+def test_stacked_layout_round_trips_and_fills_rings_like_numpy(xp, N, C, H, W):
+    x = rng(20).normal(size=(N, C, H, W))
+    P = _stacked(xp, x)
+    close(L.from_stacked(P, N, H, W), x, 0)
+    pixels = L.image_pixels(P, N, H, W)
+    if xp is np:
+        assert np.shares_memory(pixels, P)                      # a view: writes to it land in P
+    close(pixels.reshape(N, H, W, C), x.transpose(0, 2, 3, 1), 0)
+    for n in range(N):                                          # one image's rows sum to its pixels' sum
+        close(L.image_rows(P, N, H, W, n).sum(axis=0), x[n].sum(axis=(1, 2)), 1e-12)
+    L.fill_rings(P, N, H, W)
+    want = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="reflect").transpose(0, 2, 3, 1)
+    close(L.image_grids(P, N, H, W), want, 0)
+    Hs, Ws = L.stacked_size(N, H, W)
+    grid = to_host(L.padded_grid(P, Hs, Ws))                   # the stacked map's own border stays zero
+    assert not grid[0].any() and not grid[Hs + 1].any() and not grid[:, 0].any() and not grid[:, Ws + 1].any()
+    L.zero_rings(P, N, H, W)
+    close(L.image_grids(P, N, H, W), np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1))).transpose(0, 2, 3, 1), 0)
+
+
+def test_fill_rings_backward_is_the_adjoint():
+    # <F x, y> = <x, F^T y>: x lives on the pixels, y on the whole grids (rings included).
+    N, C, H, W = 2, 3, 5, 4
+    r = rng(21)
+    x = _stacked(np, r.normal(size=(N, C, H, W)))
+    y = _stacked(np, np.zeros((N, C, H, W)))
+    L.image_grids(y, N, H, W)[...] = r.normal(size=(N, H + 2, W + 2, C))
+    Fx = L.fill_rings(x.copy(), N, H, W)
+    Fty = L.fill_rings_backward(y.copy(), N, H, W)
+    assert np.isclose((Fx * y).sum(), (x * Fty).sum(), rtol=1e-12)
+    ring = L.image_grids(Fty, N, H, W)                          # the adjoint leaves nothing on the rings
+    assert not ring[:, 0].any() and not ring[:, -1].any() and not ring[:, :, 0].any() and not ring[:, :, -1].any()
+
+
+@pytest.mark.parametrize("N,C,K,H,W", [(2, 3, 4, 4, 5), (3, 2, 3, 3, 2), (1, 4, 2, 6, 6)])
+@pytest.mark.parametrize("winograd", [True, False], ids=["winograd", "direct"])
+def test_stacked_convolution_equals_the_batch_layers(xp, N, C, K, H, W, winograd):
+    # reflection pad 1 + 3x3 convolution as batch layers, forward and every gradient, against the
+    # stacked map's convolution, ring fold and nine-product weight gradient
+    r = rng(22)
+    x, w, b = (xp.asarray(r.normal(size=s)) for s in ((N, C, H, W), (K, C, 3, 3), (K,)))
+    xpad, pad_cache = L.reflection_pad_forward(x, 1)
+    want, conv_cache = L.conv_batch_forward(xpad, w, b, 1)
+    dout = xp.asarray(r.normal(size=want.shape))
+    dxpad, dw_want, _ = L.conv_batch_backward(dout, conv_cache)
+    dx_want = L.reflection_pad_backward(dxpad, pad_cache)
+
+    Hs, Ws = L.stacked_size(N, H, W)
+    X = L.fill_rings(L.to_stacked(x), N, H, W)
+    taps = L.conv_taps(w)
+    Y = xp.full_like(X[:, :1].repeat(K, axis=1), np.nan)      # every value must be written
+    if winograd:
+        L.conv3x3_winograd_forward(X, Hs, Ws, L.winograd_taps(taps), b, Y, relu=False)
+    else:
+        L.conv3x3_forward(X, Hs, Ws, taps, b, Y, relu=False)
+    L.zero_rings(Y, N, H, W)
+    close(L.from_stacked(Y, N, H, W), want)
+    dY = L.to_stacked(dout)
+    dtaps = L.conv3x3_weight_gradient(X, dY, Hs, Ws)
+    close(dtaps, L.conv_taps(dw_want))
+    if winograd:
+        dX = L.conv3x3_winograd_backward(dY, Hs, Ws, L.winograd_taps(taps), xp.empty_like(X))
+    else:
+        dX = L.conv3x3_backward(dY, Hs, Ws, taps, xp.zeros_like(X))
+    close(L.from_stacked(L.fill_rings_backward(dX, N, H, W), N, H, W), dx_want)
+
+
+@pytest.mark.parametrize("N,C,H,W", [(2, 3, 4, 5), (1, 2, 2, 3), (3, 4, 6, 2)])
+@pytest.mark.parametrize("relu", [False, True])
+def test_instance_norm_stacked_equals_the_batch_layer(xp, N, C, H, W, relu):
+    r = rng(23)
+    x = xp.asarray(r.normal(size=(N, C, H, W)) * 3 + 2)
+    scale, shift = xp.asarray(r.normal(size=C)), xp.asarray(r.normal(size=C))
+    want, cache = L.instance_norm_forward(x, scale, shift)
+    dout = xp.asarray(r.normal(size=x.shape))
+    if relu:
+        dmasked = dout * (want > 0)
+        want = xp.maximum(want, 0)
+    else:
+        dmasked = dout
+    dx_want, dscale_want, dshift_want = L.instance_norm_backward(dmasked, cache)
+
+    P = L.to_stacked(x)
+    out, st_cache = L.instance_norm_stacked_forward(P, N, H, W, scale, shift, out=P, relu=relu)
+    close(L.from_stacked(out, N, H, W), want)
+    L.fill_rings(out, N, H, W)                                  # as the network does: the mask reads pixels only
+    dx, dscale, dshift = L.instance_norm_stacked_backward(L.to_stacked(dout), st_cache, L.to_stacked(0 * x))
+    close(L.from_stacked(dx, N, H, W), dx_want, 1e-10)
+    close(dscale, dscale_want, 1e-10)
+    close(dshift, dshift_want, 1e-10)

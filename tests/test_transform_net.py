@@ -11,7 +11,8 @@ import handnst
 from handnst import layers as L
 from handnst.backend import get_xp
 from handnst.errors import InputError, RunError
-from handnst.gradcheck import OBJECTIVE_TOLERANCE, transform_net_checks
+from handnst.gradcheck import OBJECTIVE_TOLERANCE
+from handnst.gradcheck_transform import transform_net_checks
 from handnst.networks.transform import (FORMAT_NAME, TransformNet, load_transform_net, parameter_count,
                                         parameter_shapes)
 

@@ -138,3 +138,18 @@ from handnst.layers.upsample_conv import (  # noqa: F401
     phase_taps,
     upsample_conv_padded_forward,
 )
+from handnst.layers.stacked import (  # noqa: F401
+    stacked_size,
+    image_grids,
+    image_pixels,
+    image_rows,
+    empty_stacked,
+    to_stacked,
+    from_stacked,
+    zero_rings,
+    fill_rings,
+    fill_rings_backward,
+    conv3x3_weight_gradient,
+    instance_norm_stacked_forward,
+    instance_norm_stacked_backward,
+)

@@ -225,19 +225,13 @@ class TransformNet:
                 tape.append(("upsample_conv", name, up_cache))
             return out
 
-        def unpadded(buf, name):
-            pad = pad_of(name)
-            return buf[:, :, pad:buf.shape[2] - pad, pad:buf.shape[3] - pad]
-
         R = self.residual_blocks
         N, _, H, W = x.shape
         hp, _ = L.reflection_pad_forward(x, pad_of("conv1"))
         h = conv("conv1", hp, 1, x.shape)
         h = norm("norm1", h, True, into="conv2")
         h = norm("norm2", conv("conv2", h, 2, (N, self.width, H, W)), True, into="conv3")
-        shape = (N, 4 * self.width, H // 4, W // 4)
-        h = norm("norm3", conv("conv3", h, 2, (N, 2 * self.width, H // 2, W // 2)), True,
-                 into="res1/conv1" if R and tape is not None else None)
+        h = norm("norm3", conv("conv3", h, 2, (N, 2 * self.width, H // 2, W // 2)), True)
         if tape is None:
             # Applying: the residual blocks and the decoder run in the padded layout, one image at a
             # time (_middle_padded), and write conv6's padded input.
@@ -246,20 +240,8 @@ class TransformNet:
                 self._middle_padded(h[n], view6[n])
             del h
             return conv("conv6", L.reflect_border(h6, pad_of("conv6")), 1, (N, self.width, H, W))
-        for r in range(1, R + 1):
-            hp, stream = h, unpadded(h, f"res{r}/conv1")        # the padded input and the stream itself
-            if tape is not None:
-                tape.append(("residual_begin", None, None))
-            t = norm(f"res{r}/norm1", conv(f"res{r}/conv1", hp, 1, shape), True, into=f"res{r}/conv2")
-            t = norm(f"res{r}/norm2", conv(f"res{r}/conv2", t, 1, shape), False)
-            if r < R:                                                # the sum feeds the next block
-                h, view = padded_for(f"res{r + 1}/conv1", shape)
-                xp.add(stream, t, out=view)
-                L.reflect_border(h, pad_of(f"res{r + 1}/conv1"))
-            else:
-                h, _ = residual_forward(stream, t)
-            if tape is not None:
-                tape.append(("residual_end", None, None))
+        if R:
+            h = self._residual_stacked_forward(h, tape)
         h = norm("norm4", upsample_conv("conv4", h), True)
         h = norm("norm5", upsample_conv("conv5", h), True, into="conv6")
         y = conv("conv6", h, 1, (N, self.width, H, W))
@@ -307,6 +289,65 @@ class TransformNet:
             stream, H, W = norm(norm_name, up, 2 * H, 2 * W, True), 2 * H, 2 * W
         L.from_padded_into(stream, H, W, out)
 
+    def _residual_stacked_forward(self, h, tape):
+        """The residual blocks for training: h (N, 4w, H, W), norm3's output -> the last block's
+        output (N, 4w, H, W), with what the backward pass needs on the tape. The batch runs as one
+        stacked map (handnst.layers.stacked): each convolution is Winograd F(2, 3) on row slices of
+        the whole batch, with no im2col copy, and the reflection padding is each image's ring."""
+        xp, p = self.xp, self.params
+        N, C, H, W = h.shape
+        Hs, Ws = L.stacked_size(N, H, W)
+        stream = L.fill_rings(L.to_stacked(h), N, H, W)
+        scratch = [xp.empty(s, dtype=self.dtype) for s in L.winograd_scratch_shapes(Hs, Ws, C, C,
+                                                                                     itemsize=self.dtype.itemsize)]
+
+        def conv_norm(name, norm_name, src, relu):
+            U = L.winograd_taps(L.conv_taps(p[f"{name}/weight"]))
+            c = L.conv3x3_winograd_forward(src, Hs, Ws, U, p[f"{name}/bias"], xp.empty_like(src), relu=False,
+                                           scratch=scratch)
+            L.zero_rings(c, N, H, W)                        # junk where the convolution straddled two images
+            _, norm_cache = L.instance_norm_stacked_forward(c, N, H, W, p[f"{norm_name}/scale"],
+                                                            p[f"{norm_name}/shift"], out=c, relu=relu)
+            return c, U, norm_cache
+
+        blocks = []
+        for r in range(1, self.residual_blocks + 1):
+            t, U1, norm1 = conv_norm(f"res{r}/conv1", f"res{r}/norm1", stream, True)
+            L.fill_rings(t, N, H, W)
+            out, U2, norm2 = conv_norm(f"res{r}/conv2", f"res{r}/norm2", t, False)
+            L.image_pixels(out, N, H, W)[...] += L.image_pixels(stream, N, H, W)      # y = x + f(x)
+            L.fill_rings(out, N, H, W)
+            blocks.append((stream, t, U1, U2, norm1, norm2))
+            stream = out
+        tape.append(("residual_stack", None, (blocks, (N, C, H, W))))
+        return L.from_stacked(stream, N, H, W)
+
+    def _residual_stacked_backward(self, d, cache, grads):
+        """dL/dh for _residual_stacked_forward's input from d = dL/d(its output), filling `grads`."""
+        blocks, (N, C, H, W) = cache
+        xp = self.xp
+        Hs, Ws = L.stacked_size(N, H, W)
+        scratch = [xp.empty(s, dtype=self.dtype) for s in L.winograd_scratch_shapes(Hs, Ws, C, C,
+                                                                                     itemsize=self.dtype.itemsize)]
+        d = L.to_stacked(d)                                 # dL/d(output pixels); rings zero
+
+        def norm_conv_backward(name, norm_name, dnorm, norm_cache, src, U):
+            """through the norm and the convolution: dL/d(src's grid), ring folded onto the pixels"""
+            dc, grads[f"{norm_name}/scale"], grads[f"{norm_name}/shift"] = L.instance_norm_stacked_backward(
+                dnorm, norm_cache, xp.zeros_like(dnorm))
+            taps = L.conv3x3_weight_gradient(src, dc, Hs, Ws)
+            grads[f"{name}/weight"] = xp.ascontiguousarray(taps.reshape(3, 3, C, C).transpose(3, 2, 0, 1))
+            grads[f"{name}/bias"] = xp.zeros(C, dtype=self.dtype)     # in front of a normalization
+            dsrc = L.conv3x3_winograd_backward(dc, Hs, Ws, U, xp.empty_like(dc), scratch=scratch)
+            return L.fill_rings_backward(dsrc, N, H, W)
+
+        for r in range(self.residual_blocks, 0, -1):
+            stream, t, U1, U2, norm1, norm2 = blocks[r - 1]
+            dt = norm_conv_backward(f"res{r}/conv2", f"res{r}/norm2", d, norm2, t, U2)
+            dstream = norm_conv_backward(f"res{r}/conv1", f"res{r}/norm1", dt, norm1, stream, U1)
+            d = dstream + d                                 # the skip connection's share
+        return L.from_stacked(d, N, H, W)
+
     # ------------------------------------------------------------------------------ backward
 
     def backward(self, dy, need_dx=True):
@@ -321,7 +362,6 @@ class TransformNet:
         xp = self.xp
         dy = xp.asarray(dy, dtype=self.dtype) if array_module(dy) is xp else to_device(to_host(dy), self.backend, self.dtype)
         grads = {}
-        skips = []
         d = dy
         while tape:
             kind, name, cache = tape.pop()
@@ -338,17 +378,14 @@ class TransformNet:
                 norm_cache, relu_out = cache
                 if relu_out is not None:
                     mask = relu_out > 0
-                    shared = d is dy or any(d is skip for skip in skips)     # not ours to overwrite
+                    shared = d is dy                                         # not ours to overwrite
                     d = d * mask if shared else xp.multiply(d, mask, out=d)
                 d, grads[f"{name}/scale"], grads[f"{name}/shift"] = L.instance_norm_backward(d, norm_cache)
             elif kind == "upsample_conv":
                 d, grads[f"{name}/weight"], db = L.upsample_conv_backward(d, cache)
                 grads[f"{name}/bias"] = xp.zeros_like(db)          # in front of a normalization, as above
-            elif kind == "residual_end":
-                d_skip, d = residual_backward(d, None)
-                skips.append(d_skip)
-            elif kind == "residual_begin":
-                d = d + skips.pop()
+            elif kind == "residual_stack":
+                d = self._residual_stacked_backward(d, cache, grads)
             del cache
         return d, {name: grads[name] for name in self.params}
 
