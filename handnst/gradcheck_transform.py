@@ -190,9 +190,9 @@ def transform_net_checks(backend="numpy", seed=0):
 
 
 def _stacked_checks(xp, conv_data, norm_data, seed):
-    """The stacked layout the residual blocks train in (handnst.layers.stacked): reflection padding
-    + Winograd 3x3 convolution (input and weight gradients) and instance normalization + ReLU, each
-    through its own backward pass; a batch goes in and comes out as (N, C, H, W)."""
+    """The stacked layout the network trains in (handnst.layers.stacked): upsampling + 3x3 convolution
+    by phases, reflection padding + Winograd 3x3 convolution (input and weight gradients) and instance
+    normalization + ReLU, each through its own backward pass; a batch goes in and out as (N, C, H, W)."""
     (xk, wk, bk), (xn, scale, shift) = conv_data, norm_data
     N, _, H, W = xk.shape
     K = wk.shape[0]
@@ -223,8 +223,18 @@ def _stacked_checks(xp, conv_data, norm_data, seed):
         return L.from_stacked(L.instance_norm_stacked_backward(L.to_stacked(r), cache, L.to_stacked(0 * r))[0],
                               Nn, Hn, Wn)
 
+    def up_forward(z, w):
+        return L.upsample_conv_stacked_forward(z, w, bk)
+
+    def up_part(part):
+        return lambda r, cache: L.upsample_conv_stacked_backward(r, cache)[part]
+
     linear, nonlinear = 1e-3, 1e-4
-    return [("conv 3x3 stacked dx", lambda: _layer_check(lambda z: conv_forward(z, wk), conv_dx, xk, seed, h=linear),
+    return [("upsample + conv 3x3 stacked dx", lambda: _layer_check(lambda z: up_forward(z, wk), up_part(0), xk, seed,
+                                                                     h=linear), LAYER_TOLERANCE),
+            ("upsample + conv 3x3 stacked dw", lambda: _layer_check(lambda z: up_forward(xk, z), up_part(1), wk, seed,
+                                                                     h=linear), LAYER_TOLERANCE),
+            ("conv 3x3 stacked dx", lambda: _layer_check(lambda z: conv_forward(z, wk), conv_dx, xk, seed, h=linear),
              LAYER_TOLERANCE),
             ("conv 3x3 stacked dw", lambda: _layer_check(lambda z: conv_forward(xk, z), conv_dw, wk, seed, h=linear),
              LAYER_TOLERANCE),

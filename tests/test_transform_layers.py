@@ -429,3 +429,30 @@ def test_instance_norm_stacked_equals_the_batch_layer(xp, N, C, H, W, relu):
     close(L.from_stacked(dx, N, H, W), dx_want, 1e-10)
     close(dscale, dscale_want, 1e-10)
     close(dshift, dshift_want, 1e-10)
+
+
+@pytest.mark.parametrize("N,C,K,H,W", [(2, 3, 4, 4, 5), (3, 2, 3, 1, 2), (1, 4, 2, 3, 3)])
+def test_upsample_conv_stacked_equals_the_batch_layer(xp, N, C, K, H, W):
+    r = rng(24)
+    x, w, b = (xp.asarray(r.normal(size=s)) for s in ((N, C, H, W), (K, C, 3, 3), (K,)))
+    want, cache = L.upsample_conv_forward(x, w, b)
+    got, st_cache = L.upsample_conv_stacked_forward(x, w, b)
+    close(got, want)
+    dout = xp.asarray(r.normal(size=want.shape))
+    for g, w_ in zip(L.upsample_conv_stacked_backward(dout, st_cache), L.upsample_conv_backward(dout, cache)):
+        close(g, w_)
+    assert L.upsample_conv_stacked_backward(dout, st_cache, need_dx=False)[0] is None
+
+
+@pytest.mark.parametrize("mode", ["reflect", "edge"])
+def test_fill_rings_modes_match_numpy_and_their_adjoints(mode):
+    N, C, H, W = 2, 3, 4, 3
+    r = rng(25)
+    x = r.normal(size=(N, C, H, W))
+    P = L.fill_rings(L.to_stacked(x), N, H, W, mode)
+    close(L.image_grids(P, N, H, W), np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)), mode=mode).transpose(0, 2, 3, 1), 0)
+    y = L.to_stacked(np.zeros_like(x))
+    L.image_grids(y, N, H, W)[...] = r.normal(size=(N, H + 2, W + 2, C))
+    assert np.isclose((P * y).sum(), (L.to_stacked(x) * L.fill_rings_backward(y.copy(), N, H, W, mode)).sum(), rtol=1e-12)
+    with pytest.raises(ValueError, match="ring mode"):
+        L.fill_rings(P, N, H, W, "wrap")

@@ -137,6 +137,8 @@ from handnst.layers.upsample_conv import (  # noqa: F401
     upsample_conv_backward,
     phase_taps,
     upsample_conv_padded_forward,
+    upsample_conv_stacked_forward,
+    upsample_conv_stacked_backward,
 )
 from handnst.layers.stacked import (  # noqa: F401
     stacked_size,

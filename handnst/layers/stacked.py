@@ -87,27 +87,37 @@ def zero_rings(P, N, H, W):
     return P
 
 
-def fill_rings(P, N, H, W):
-    """Reflection padding by 1 of every image: the ring mirrors the second row and column (rows
-    first, then columns over the full height, so the corners mirror both ways; H, W >= 2)."""
+def _ring_sources(H, W, mode):
+    """(top, bottom, left, right): the grid row and column each side of the ring copies."""
+    if mode not in ("reflect", "edge"):
+        raise ValueError(f"unknown ring mode {mode!r}")
+    return (2, H - 1, 2, W - 1) if mode == "reflect" else (1, H, 1, W)
+
+
+def fill_rings(P, N, H, W, mode="reflect"):
+    """Pad every image by 1 in place, its ring filled from its pixels: "reflect" mirrors the second
+    row and column (reflection padding; H, W >= 2), "edge" repeats the first and last (edge
+    padding). Rows first, then columns over the full height, so the corners are padded both ways."""
+    top, bottom, left, right = _ring_sources(H, W, mode)
     g = image_grids(P, N, H, W)
-    g[:, 0] = g[:, 2]
-    g[:, H + 1] = g[:, H - 1]
-    g[:, :, 0] = g[:, :, 2]
-    g[:, :, W + 1] = g[:, :, W - 1]
+    g[:, 0] = g[:, top]
+    g[:, H + 1] = g[:, bottom]
+    g[:, :, 0] = g[:, :, left]
+    g[:, :, W + 1] = g[:, :, right]
     return P
 
 
-def fill_rings_backward(dP, N, H, W):
+def fill_rings_backward(dP, N, H, W, mode="reflect"):
     """The adjoint of fill_rings, in place: each ring value is added onto the pixel it was copied
     from, in the reverse order (columns, then rows), and the ring is cleared."""
+    top, bottom, left, right = _ring_sources(H, W, mode)
     g = image_grids(dP, N, H, W)
-    g[:, :, 2] += g[:, :, 0]
-    g[:, :, W - 1] += g[:, :, W + 1]
+    g[:, :, left] += g[:, :, 0]
+    g[:, :, right] += g[:, :, W + 1]
     g[:, :, 0] = 0
     g[:, :, W + 1] = 0
-    g[:, 2] += g[:, 0]
-    g[:, H - 1] += g[:, H + 1]
+    g[:, top] += g[:, 0]
+    g[:, bottom] += g[:, H + 1]
     g[:, 0] = 0
     g[:, H + 1] = 0
     return dP

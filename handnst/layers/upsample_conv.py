@@ -35,12 +35,19 @@ The backward pass runs each phase's convolution backwards: the phase's outputs' 
 phase's dL/dxe (added into the window it read) and dL/dw_pq, which the adjoint of the tap sums sends
 back to the 3x3 filter, dL/dw += S_p^T dL/dw_pq S_q; the edge padding's adjoint then adds the border
 of dL/dxe onto the edge pixels it copied.
+
+Three fast forms: the batch layers (`upsample_conv_forward`, each phase a `conv_batch` product);
+one image in the padded layout for applying (`upsample_conv_padded_forward`); and a training batch
+as one stacked map (`upsample_conv_stacked_forward` and its backward pass), where every phase's
+products, input gradient and weight gradient read contiguous row slices (measured for a batch of 4,
+forward and backward: conv4 77 -> 49 ms, conv5 76 -> 63 ms at width 32).
 """
 
 from handnst.backend import array_module, gemm
 from handnst.layers.conv_batch import conv_batch_backward, conv_batch_backward_naive, conv_batch_forward, \
     conv_batch_forward_naive
-from handnst.layers.padded import interior, padded_grid, zero_border
+from handnst.layers.padded import interior, zero_border
+from handnst.layers.stacked import fill_rings, fill_rings_backward, from_stacked, stacked_size, to_stacked
 from handnst.layers.reflection_pad import reflection_pad_backward_naive, reflection_pad_forward_naive
 from handnst.layers.upsample import upsample2x_backward_naive, upsample2x_forward_naive
 
@@ -164,6 +171,17 @@ def phase_taps(w):
     return taps
 
 
+def _phase_product(P, row, taps, p, q, bias, Y):
+    """Y = bias + sum_{a, c} P[o : o + len(Y)] @ taps[p, q, 2a + c] with o = (p + a) row + (q + c):
+    phase (p, q) of the edge-padded map P, whose grid rows are `row` long, on contiguous row slices."""
+    Y[...] = bias
+    for a in (0, 1):
+        for c in (0, 1):
+            o = (p + a) * row + (q + c)
+            gemm(P[o:o + Y.shape[0]], taps[p, q, 2 * a + c], Y, accumulate=True)
+    return Y
+
+
 def upsample_conv_padded_forward(P, H, W, taps, bias, out, scratch=None):
     """upsample_conv_forward for one image in the padded channels-last layout (handnst.layers.padded).
 
@@ -187,10 +205,72 @@ def upsample_conv_padded_forward(P, H, W, taps, bias, out, scratch=None):
     big = interior(out, 2 * H, 2 * W)
     for p in (0, 1):
         for q in (0, 1):
-            Y[...] = bias
-            for a in (0, 1):
-                for c in (0, 1):
-                    o = (p + a) * (W + 2) + (q + c)
-                    gemm(P[o:o + N], taps[p, q, 2 * a + c], Y, accumulate=True)
+            _phase_product(P, W + 2, taps, p, q, bias, Y)
             big[p::2, q::2] = Y.reshape(H, W + 2, K)[:, :W]
     return zero_border(out, 2 * H, 2 * W)
+
+
+# ---------------------------------------------------------- stacked layout (training, a whole batch)
+
+def _phase_rows(Y, N, H, W):
+    """View (N, H, W, K) of the outputs of one phase in Y, the product rows of
+    upsample_conv_stacked_forward: image n's output (i, j) is row (1 + n (H + 2) + i) (W + 4) + 1 + j."""
+    return Y.reshape(N, H + 2, W + 4, Y.shape[1])[:, 1:H + 1, 1:W + 1]
+
+
+def upsample_conv_stacked_forward(x, w, b):
+    """Same contract as upsample_conv_forward, for a training batch: the edge-padded small maps are
+    one stacked map (handnst.layers.stacked; the edge padding is each image's ring), and each phase
+    is four products on its row slices, as upsample_conv_padded_forward does for one image:
+
+        Y_pq = b + sum_{a, c} X[o : o + R] @ taps[p, q, 2a + c],   o = (p + a)(Ws + 2) + (q + c),
+
+    R = Hs (Ws + 2) rows, of which every image's H x W outputs are picked into out[:, :, p::2, q::2].
+    The cache keeps the stacked input (a quarter of the upsampled map's size) and the phase taps.
+    """
+    xp = array_module(x)
+    N, C, H, W = x.shape
+    K = w.shape[0]
+    Hs, Ws = stacked_size(N, H, W)
+    R = Hs * (Ws + 2)
+    X = fill_rings(to_stacked(x), N, H, W, "edge")
+    taps = phase_taps(w)
+    Y = xp.empty((R, K), dtype=x.dtype)
+    out = xp.empty((N, K, 2 * H, 2 * W), dtype=x.dtype)
+    for p in (0, 1):
+        for q in (0, 1):
+            _phase_product(X, Ws + 2, taps, p, q, b, Y)
+            out[:, :, p::2, q::2] = _phase_rows(Y, N, H, W).transpose(0, 3, 1, 2)
+    return out, (X, taps, x.shape)
+
+
+def upsample_conv_stacked_backward(dout, cache, need_dx=True):
+    """dx, dw, db of upsample_conv_stacked_forward. Each phase's product runs backwards on the same
+    row slices: the phase taps receive X[o : o + R]^T @ dY_pq, the slices dY_pq @ taps^T (added up in
+    the stacked map, ring included); the adjoint of the tap sums sends the taps' gradients back onto
+    the 3x3 filter (dL/dw += S_p^T dL/dw_pq S_q) and the ring's adjoint (edge padding) folds the
+    ring onto the pixels it repeats. dx is None when need_dx is False."""
+    X, taps, (N, C, H, W) = cache
+    xp = array_module(dout)
+    K = taps.shape[-1]
+    Hs, Ws = stacked_size(N, H, W)
+    R = Hs * (Ws + 2)
+    S = _phase_sums(xp, dout.dtype)
+    dY = xp.zeros((R, K), dtype=dout.dtype)                 # zero wherever Y was junk
+    dX = xp.zeros_like(X) if need_dx else None
+    dtaps = xp.empty((4, C, K), dtype=dout.dtype)
+    dw = xp.zeros((K, C, 3, 3), dtype=dout.dtype)
+    for p in (0, 1):
+        for q in (0, 1):
+            _phase_rows(dY, N, H, W)[...] = dout[:, :, p::2, q::2].transpose(0, 2, 3, 1)
+            for a in (0, 1):
+                for c in (0, 1):
+                    o = (p + a) * (Ws + 2) + (q + c)
+                    gemm(X[o:o + R], dY, dtaps[2 * a + c], trans_a=True)
+                    if need_dx:
+                        gemm(dY, taps[p, q, 2 * a + c], dX[o:o + R], accumulate=True, trans_b=True)
+            dw += xp.einsum("au,abck,bv->kcuv", S[p], dtaps.reshape(2, 2, C, K), S[q])
+    db = dout.sum(axis=(0, 2, 3))
+    dx = from_stacked(fill_rings_backward(dX, N, H, W, "edge"), N, H, W) if need_dx else None
+    return dx, dw, db
+

@@ -41,6 +41,11 @@ The two upsampling steps never build the upsampled map: upsampling, reflection p
 one per output phase (16 products for every 2x2 block of outputs instead of 36, exactly the same
 sums); `layers.upsample_conv_forward_naive` is the three layers one after the other.
 
+Training, the batch goes through the residual blocks, conv4 and conv5 as one *stacked* map
+(handnst.layers.stacked: each image's padded grid inside one tall padded map), where every
+convolution, its input gradient and its weight gradient are products on row slices of the whole
+batch with no im2col copy: `_residual_stacked_forward` and `layers.upsample_conv_stacked_forward`.
+
 Applying the network to a large photo: `net.forward(x, cache=False)` keeps nothing for a backward
 pass, and runs the residual blocks and the decoder in the padded channels-last layout VGG19 runs in
 (`TransformNet._middle_padded`, handnst.layers.padded): there a 3x3 convolution is a few large matrix
@@ -220,7 +225,7 @@ class TransformNet:
         def upsample_conv(name, h):
             """upsample x2, reflection pad and convolution `name` (3x3) in one: handnst.layers.upsample_conv
             computes the four output phases from the small map, which is never upsampled."""
-            out, up_cache = L.upsample_conv_forward(h, p[f"{name}/weight"], p[f"{name}/bias"])
+            out, up_cache = L.upsample_conv_stacked_forward(h, p[f"{name}/weight"], p[f"{name}/bias"])
             if tape is not None:
                 tape.append(("upsample_conv", name, up_cache))
             return out
@@ -382,7 +387,7 @@ class TransformNet:
                     d = d * mask if shared else xp.multiply(d, mask, out=d)
                 d, grads[f"{name}/scale"], grads[f"{name}/shift"] = L.instance_norm_backward(d, norm_cache)
             elif kind == "upsample_conv":
-                d, grads[f"{name}/weight"], db = L.upsample_conv_backward(d, cache)
+                d, grads[f"{name}/weight"], db = L.upsample_conv_stacked_backward(d, cache)
                 grads[f"{name}/bias"] = xp.zeros_like(db)          # in front of a normalization, as above
             elif kind == "residual_stack":
                 d = self._residual_stacked_backward(d, cache, grads)
