@@ -208,9 +208,11 @@ def _stacked_checks(xp, conv_data, norm_data, seed):
         dX = L.conv3x3_winograd_backward(L.to_stacked(r), Hs, Ws, U, xp.empty_like(X))
         return L.from_stacked(L.fill_rings_backward(dX, N, H, W), N, H, W)
 
-    def conv_dw(r, cache):
-        taps = L.conv3x3_weight_gradient(cache[0], L.to_stacked(r), Hs, Ws)
-        return taps.reshape(3, 3, *taps.shape[1:]).transpose(3, 2, 0, 1)
+    def conv_dw(weight_gradient):
+        def dw(r, cache):
+            taps = weight_gradient(cache[0], L.to_stacked(r), Hs, Ws)
+            return taps.reshape(3, 3, *taps.shape[1:]).transpose(3, 2, 0, 1)
+        return dw
 
     Nn, _, Hn, Wn = xn.shape
 
@@ -236,7 +238,10 @@ def _stacked_checks(xp, conv_data, norm_data, seed):
                                                                      h=linear), LAYER_TOLERANCE),
             ("conv 3x3 stacked dx", lambda: _layer_check(lambda z: conv_forward(z, wk), conv_dx, xk, seed, h=linear),
              LAYER_TOLERANCE),
-            ("conv 3x3 stacked dw", lambda: _layer_check(lambda z: conv_forward(xk, z), conv_dw, wk, seed, h=linear),
+            ("conv 3x3 stacked dw (nine products)", lambda: _layer_check(
+                lambda z: conv_forward(xk, z), conv_dw(L.conv3x3_weight_gradient), wk, seed, h=linear), LAYER_TOLERANCE),
+            ("conv 3x3 stacked dw (Winograd)", lambda: _layer_check(
+                lambda z: conv_forward(xk, z), conv_dw(L.conv3x3_winograd_weight_gradient), wk, seed, h=linear),
              LAYER_TOLERANCE),
             ("instance norm + ReLU stacked dx", lambda: _layer_check(norm_forward, norm_dx, xn, seed, h=nonlinear),
              LAYER_TOLERANCE)]

@@ -397,8 +397,8 @@ def test_stacked_convolution_equals_the_batch_layers(xp, N, C, K, H, W, winograd
     L.zero_rings(Y, N, H, W)
     close(L.from_stacked(Y, N, H, W), want)
     dY = L.to_stacked(dout)
-    dtaps = L.conv3x3_weight_gradient(X, dY, Hs, Ws)
-    close(dtaps, L.conv_taps(dw_want))
+    close(L.conv3x3_weight_gradient(X, dY, Hs, Ws), L.conv_taps(dw_want))
+    close(L.conv3x3_winograd_weight_gradient(X, dY, Hs, Ws), L.conv_taps(dw_want))
     if winograd:
         dX = L.conv3x3_winograd_backward(dY, Hs, Ws, L.winograd_taps(taps), xp.empty_like(X))
     else:
@@ -456,3 +456,14 @@ def test_fill_rings_modes_match_numpy_and_their_adjoints(mode):
     assert np.isclose((P * y).sum(), (L.to_stacked(x) * L.fill_rings_backward(y.copy(), N, H, W, mode)).sum(), rtol=1e-12)
     with pytest.raises(ValueError, match="ring mode"):
         L.fill_rings(P, N, H, W, "wrap")
+
+
+@pytest.mark.parametrize("C,K,H,W,chunked", [(3, 4, 5, 6, False), (4, 2, 6, 3, False), (5, 3, 9, 4, True)])
+def test_winograd_weight_gradient_equals_the_nine_products(xp, C, K, H, W, chunked):
+    # on a plain padded map, odd heights and one tile row per chunk included
+    r = rng(26)
+    P, dY = L.to_padded(xp.asarray(r.normal(size=(C, H, W)))), L.to_padded(xp.asarray(r.normal(size=(K, H, W))))
+    scratch = None
+    if chunked:
+        scratch = [xp.full(s, np.nan) for s in L.winograd_scratch_shapes(H, W, C, K, chunk_bytes=1)]   # stale NaN
+    close(L.conv3x3_winograd_weight_gradient(P, dY, H, W, scratch=scratch), L.conv3x3_weight_gradient(P, dY, H, W))

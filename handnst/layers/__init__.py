@@ -84,6 +84,7 @@ from handnst.layers.winograd import (  # noqa: F401
     winograd_taps_transposed,
     conv3x3_winograd_forward,
     conv3x3_winograd_backward,
+    conv3x3_winograd_weight_gradient,
     WINOGRAD_BT,
     WINOGRAD_G,
     WINOGRAD_AT,

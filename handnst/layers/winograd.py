@@ -84,6 +84,26 @@ def winograd_taps_transposed(U):
     return tuple(xp.ascontiguousarray(u.transpose(0, 2, 1)) for u in U)
 
 
+def _transform_input(grid, Z, i0, n, threads=2):
+    """Z[a] = sum_r B^T[a, r] grid[2i + r] for tile rows i = i0 .. i0 + n - 1 (4 row additions per
+    tile row; d3 is the zero row below the border when H is odd)."""
+    xp = array_module(Z)
+    Wp, C = grid.shape[1], grid.shape[2]
+    d = [grid[2 * i0 + r: 2 * (i0 + n) + r: 2] for r in range(4)]      # d3 is one row short if H is odd
+    z = [Z[a, :n * Wp].reshape(n, Wp, C) for a in range(4)]
+
+    def part(lo, hi):
+        xp.subtract(d[0][lo:hi], d[2][lo:hi], out=z[0][lo:hi])
+        xp.add(d[1][lo:hi], d[2][lo:hi], out=z[1][lo:hi])
+        xp.subtract(d[2][lo:hi], d[1][lo:hi], out=z[2][lo:hi])
+        k = min(hi, d[3].shape[0])
+        if k > lo:
+            xp.subtract(d[1][lo:k], d[3][lo:k], out=z[3][lo:k])
+        if k < hi:
+            z[3][max(k, lo):hi] = d[1][max(k, lo):hi]       # d3 = 0 below the bottom border
+    split_run(part, n, threads, work=n * Wp * C, xp=xp)
+
+
 def conv3x3_winograd_forward(P, H, W, U, bias, out, relu=True, scratch=None, transpose=False, U_t=None,
                              threads=2):
     """conv3x3_forward computed with Winograd F(2, 3) along the rows. U = winograd_taps(taps).
@@ -125,19 +145,7 @@ def conv3x3_winograd_forward(P, H, W, U, bias, out, relu=True, scratch=None, tra
     tiles = (H + 1) // 2
     for i0 in range(0, tiles, rows):
         n = min(rows, tiles - i0)
-        d = [grid[2 * i0 + r: 2 * (i0 + n) + r: 2] for r in range(4)]      # d3 is one row short if H is odd
-        z = [Z[a, :n * Wp].reshape(n, Wp, C) for a in range(4)]
-
-        def transform_input(lo, hi):
-            xp.subtract(d[0][lo:hi], d[2][lo:hi], out=z[0][lo:hi])
-            xp.add(d[1][lo:hi], d[2][lo:hi], out=z[1][lo:hi])
-            xp.subtract(d[2][lo:hi], d[1][lo:hi], out=z[2][lo:hi])
-            k = min(hi, d[3].shape[0])
-            if k > lo:
-                xp.subtract(d[1][lo:k], d[3][lo:k], out=z[3][lo:k])
-            if k < hi:
-                z[3][max(k, lo):hi] = d[1][max(k, lo):hi]       # d3 = 0 below the bottom border
-        split_run(transform_input, n, threads, work=n * Wp * C, xp=xp)
+        _transform_input(grid, Z, i0, n, threads)
         if bias is not None:
             # m1 enters both outputs with weight +1, so a bias placed in it reaches both rows: the
             # products of a = 1 accumulate onto it, and no pass adds the bias to the outputs.
@@ -180,3 +188,52 @@ def conv3x3_winograd_backward(dY, H, W, U, out, scratch=None, threads=2):
     """
     return conv3x3_winograd_forward(dY, H, W, U, None, out, relu=False, scratch=scratch, transpose=True,
                                     threads=threads)
+
+
+def conv3x3_winograd_weight_gradient(P, dY, H, W, scratch=None):
+    """dL/dtaps (9, C, K) of conv3x3_winograd_forward from its input P (L, C) and dY = dL/dY (L, K),
+    zero on the border and the junk columns: the weight gradient with a third fewer products than
+    the nine of the direct form (conv3x3_weight_gradient in handnst.layers.stacked).
+
+    The forward pass computed M[a] = sum_v Z[a][shifted by v] @ U[a][v] and Y = A^T M, so
+
+        dM[0] = dY[2i],  dM[1] = dY[2i] + dY[2i + 1],  dM[2] = dY[2i] - dY[2i + 1],  dM[3] = -dY[2i + 1]
+        dU[a][v] = Z[a][shifted by v]^T @ dM[a]                       (12 products)
+        dtaps[3u + v] = sum_a G[a, u] dU[a][v]                        (U[a][v] = sum_u G[a, u] taps[3u + v])
+
+    with Z recomputed from P as in the forward pass (cheap: four row additions per tile row). dM[3]
+    is kept as +dY[2i + 1] and its sign applied in the last line. scratch: (Z, M) of
+    winograd_scratch_shapes(H, W, C, K) (allocated when None)."""
+    xp = array_module(P)
+    C, K = P.shape[1], dY.shape[1]
+    Wp = W + 2
+    if scratch is None:
+        scratch = [xp.empty(shape, dtype=P.dtype) for shape in winograd_scratch_shapes(H, W, C, K, itemsize=P.itemsize)]
+    Z, M = scratch
+    rows = M.shape[1] // Wp
+    grid = padded_grid(P, H, W)
+    Yg = dY[W + 3: W + 3 + H * Wp].reshape(H, Wp, K)
+    dU = xp.zeros((4, 3, C, K), dtype=P.dtype)
+    tiles = (H + 1) // 2
+    for i0 in range(0, tiles, rows):
+        n = min(rows, tiles - i0)
+        _transform_input(grid, Z, i0, n)
+        Z[:, n * Wp: n * Wp + 2] = 0       # read by the shifts v = 1, 2 against the zero junk columns: no stale NaN
+        even = Yg[2 * i0: 2 * (i0 + n): 2]
+        odd = Yg[2 * i0 + 1: 2 * (i0 + n): 2]                 # one row short if H is odd
+        m = [M[a, :n * Wp].reshape(n, Wp, K) for a in range(4)]
+        k = odd.shape[0]
+        m[0][...] = even
+        m[3][:k] = odd
+        m[3][k:] = 0
+        xp.add(m[0], m[3], out=m[1])
+        xp.subtract(m[0], m[3], out=m[2])
+        for a in range(4):
+            for v in range(3):
+                gemm(Z[a, v:v + n * Wp], M[a, :n * Wp], dU[a, v], accumulate=True, trans_a=True)
+    dtaps = xp.empty((3, 3, C, K), dtype=P.dtype)
+    xp.add(dU[0], (dU[1] + dU[2]) * 0.5, out=dtaps[0])
+    xp.multiply(dU[1] - dU[2], 0.5, out=dtaps[1])
+    xp.subtract((dU[1] + dU[2]) * 0.5, dU[3], out=dtaps[2])
+    return dtaps.reshape(9, C, K)
+

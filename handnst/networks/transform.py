@@ -340,7 +340,7 @@ class TransformNet:
             """through the norm and the convolution: dL/d(src's grid), ring folded onto the pixels"""
             dc, grads[f"{norm_name}/scale"], grads[f"{norm_name}/shift"] = L.instance_norm_stacked_backward(
                 dnorm, norm_cache, xp.zeros_like(dnorm))
-            taps = L.conv3x3_weight_gradient(src, dc, Hs, Ws)
+            taps = L.conv3x3_winograd_weight_gradient(src, dc, Hs, Ws, scratch=scratch)
             grads[f"{name}/weight"] = xp.ascontiguousarray(taps.reshape(3, 3, C, C).transpose(3, 2, 0, 1))
             grads[f"{name}/bias"] = xp.zeros(C, dtype=self.dtype)     # in front of a normalization
             dsrc = L.conv3x3_winograd_backward(dc, Hs, Ws, U, xp.empty_like(dc), scratch=scratch)
