@@ -32,6 +32,7 @@ APPLY_SIZE = (512, 384)          # width x height
 STEP_SIZE = 128
 STEP_BATCH = 4
 DEFAULT_ROUNDS = 5
+STEP_PARTS = ("network forward", "VGG19 loss forward and backward", "network backward", "Adam")
 
 
 def _median_ratio(ours, theirs):
@@ -190,13 +191,21 @@ def run(*, width=32, residual_blocks=5, rounds=DEFAULT_ROUNDS, weights=None, tor
         synchronize(xp)
         return time.perf_counter() - t, y
 
+    step_parts = {part: [] for part in STEP_PARTS}
+
     def ours_step():
-        t = time.perf_counter()
+        t = [time.perf_counter()]
         y = net.forward(crops)
+        t.append(time.perf_counter())
         parts, dy = loss(crops, y)
+        t.append(time.perf_counter())
         _, grads = net.backward(dy, need_dx=False)
+        t.append(time.perf_counter())
         adam.step(net.params, grads)
-        return time.perf_counter() - t, parts["total"]
+        t.append(time.perf_counter())
+        for part, t0, t1 in zip(STEP_PARTS, t, t[1:]):
+            step_parts[part].append(t1 - t0)
+        return t[-1] - t[0], parts["total"]
 
     torch = None
     if torch_compare:
@@ -266,6 +275,7 @@ def run(*, width=32, residual_blocks=5, rounds=DEFAULT_ROUNDS, weights=None, tor
                if torch is not None else ""))
     report["apply_seconds"] = _stats(times["apply"])
     report["step_seconds"] = _stats(times["step"])
+    report["step_parts_seconds"] = {part: statistics.median(v[-rounds:]) for part, v in step_parts.items()}
     if torch is not None:
         report["pytorch"]["apply_seconds"] = _stats(times["torch_apply"])
         report["pytorch"]["step_seconds"] = _stats(times["torch_step"])
@@ -282,6 +292,10 @@ def format_report(report):
              f"{report['rounds']})"]
     B, S = report["step_batch"], report["step_size"]
     lines.append(f"  train step {B}x{S}x{S}:    handnst {report['step_seconds']['median']:.2f} s")
+    parts = report.get("step_parts_seconds")
+    if parts:
+        lines.insert(3, "    handnst's step: " + ", ".join(f"{k} {v:.3f} s" for k, v in parts.items())
+                     + " (medians)")
     t = report.get("pytorch")
     if t:
         lines[1] += (f", PyTorch {t['version']} {t['apply_seconds']['median']:.3f} s: "

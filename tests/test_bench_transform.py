@@ -14,6 +14,10 @@ def test_report_without_pytorch():
     report = B.run(torch_compare=False, **TINY)
     assert report["pytorch"] is None and report["parameters"] > 0
     assert report["apply_seconds"]["median"] > 0 and report["step_seconds"]["median"] > 0
+    parts = report["step_parts_seconds"]                          # where a step's time goes
+    assert set(parts) == set(B.STEP_PARTS) and all(v > 0 for v in parts.values())
+    assert sum(parts.values()) <= report["step_seconds"]["max"] * 1.01 + 1e-3
+    assert "network backward" in B.format_report(report)
     assert "PyTorch not installed" in B.format_report(report) or "no comparison" in B.format_report(report)
 
 
