@@ -72,6 +72,8 @@ from handnst.layers.padded import (  # noqa: F401
     conv3x3_backward,
     zero_border,
     fill_border,
+    fill_grid_border,
+    fill_grid_border_backward,
     interior,
     relu_mask_backward,
     pool_forward_padded,

@@ -175,18 +175,46 @@ def fill_border(P, H, W, mode="reflect"):
         "reflect": the border mirrors the second row and column (reflection padding; H, W >= 2)
         "edge":    the border repeats the first and last row and column (edge padding)
 
-    Rows first, then columns over the full height, so the corners come out as padding both ways gives.
     The slack rows are left as they are (zero): only junk outputs read them.
     """
-    if mode not in ("reflect", "edge"):
-        raise ValueError(f"unknown border mode {mode!r}")
-    grid = padded_grid(P, H, W)
-    top, bottom, left, right = (2, H - 1, 2, W - 1) if mode == "reflect" else (1, H, 1, W)
-    grid[0] = grid[top]
-    grid[H + 1] = grid[bottom]
-    grid[:, 0] = grid[:, left]
-    grid[:, W + 1] = grid[:, right]
+    fill_grid_border(padded_grid(P, H, W), mode)
     return P
+
+
+def _border_sources(H, W, mode, what):
+    """(top, bottom, left, right): the grid row and column each side of the border copies."""
+    if mode not in ("reflect", "edge"):
+        raise ValueError(f"unknown {what} mode {mode!r}")
+    return (2, H - 1, 2, W - 1) if mode == "reflect" else (1, H, 1, W)
+
+
+def fill_grid_border(grid, mode="reflect", what="border"):
+    """Fill the outermost ring of grid (..., H + 2, W + 2, C) from the H x W inside, in place (see
+    fill_border): rows first, then columns over the full height, so the corners come out as padding
+    both ways gives. Leading axes are separate grids (the images of handnst.layers.stacked)."""
+    H, W = grid.shape[-3] - 2, grid.shape[-2] - 2
+    top, bottom, left, right = _border_sources(H, W, mode, what)
+    grid[..., 0, :, :] = grid[..., top, :, :]
+    grid[..., H + 1, :, :] = grid[..., bottom, :, :]
+    grid[..., :, 0, :] = grid[..., :, left, :]
+    grid[..., :, W + 1, :] = grid[..., :, right, :]
+    return grid
+
+
+def fill_grid_border_backward(grid, mode="reflect", what="border"):
+    """The adjoint of fill_grid_border, in place: each ring value is added onto the pixel it was
+    copied from, in the reverse order (columns, then rows), and the ring is cleared."""
+    H, W = grid.shape[-3] - 2, grid.shape[-2] - 2
+    top, bottom, left, right = _border_sources(H, W, mode, what)
+    grid[..., :, left, :] += grid[..., :, 0, :]
+    grid[..., :, right, :] += grid[..., :, W + 1, :]
+    grid[..., :, 0, :] = 0
+    grid[..., :, W + 1, :] = 0
+    grid[..., top, :, :] += grid[..., 0, :, :]
+    grid[..., bottom, :, :] += grid[..., H + 1, :, :]
+    grid[..., 0, :, :] = 0
+    grid[..., H + 1, :, :] = 0
+    return grid
 
 
 def interior(P, H, W):

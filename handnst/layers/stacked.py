@@ -28,7 +28,7 @@ pixels as rows of W C numbers (as instance_norm_padded_forward), keeping x_hat f
 
 from handnst.backend import array_module, column_sums, gemm
 from handnst.layers.instance_norm import EPS
-from handnst.layers.padded import padded_grid, padded_length
+from handnst.layers.padded import fill_grid_border, fill_grid_border_backward, padded_grid, padded_length
 
 
 def stacked_size(N, H, W):
@@ -87,39 +87,18 @@ def zero_rings(P, N, H, W):
     return P
 
 
-def _ring_sources(H, W, mode):
-    """(top, bottom, left, right): the grid row and column each side of the ring copies."""
-    if mode not in ("reflect", "edge"):
-        raise ValueError(f"unknown ring mode {mode!r}")
-    return (2, H - 1, 2, W - 1) if mode == "reflect" else (1, H, 1, W)
-
-
 def fill_rings(P, N, H, W, mode="reflect"):
     """Pad every image by 1 in place, its ring filled from its pixels: "reflect" mirrors the second
     row and column (reflection padding; H, W >= 2), "edge" repeats the first and last (edge
-    padding). Rows first, then columns over the full height, so the corners are padded both ways."""
-    top, bottom, left, right = _ring_sources(H, W, mode)
-    g = image_grids(P, N, H, W)
-    g[:, 0] = g[:, top]
-    g[:, H + 1] = g[:, bottom]
-    g[:, :, 0] = g[:, :, left]
-    g[:, :, W + 1] = g[:, :, right]
+    padding); padded.fill_grid_border on every image's grid."""
+    fill_grid_border(image_grids(P, N, H, W), mode, what="ring")
     return P
 
 
 def fill_rings_backward(dP, N, H, W, mode="reflect"):
     """The adjoint of fill_rings, in place: each ring value is added onto the pixel it was copied
-    from, in the reverse order (columns, then rows), and the ring is cleared."""
-    top, bottom, left, right = _ring_sources(H, W, mode)
-    g = image_grids(dP, N, H, W)
-    g[:, :, left] += g[:, :, 0]
-    g[:, :, right] += g[:, :, W + 1]
-    g[:, :, 0] = 0
-    g[:, :, W + 1] = 0
-    g[:, top] += g[:, 0]
-    g[:, bottom] += g[:, H + 1]
-    g[:, 0] = 0
-    g[:, H + 1] = 0
+    from, and the ring is cleared (padded.fill_grid_border_backward)."""
+    fill_grid_border_backward(image_grids(dP, N, H, W), mode, what="ring")
     return dP
 
 

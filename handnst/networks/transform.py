@@ -324,16 +324,14 @@ class TransformNet:
             L.fill_rings(out, N, H, W)
             blocks.append((stream, t, U1, U2, norm1, norm2))
             stream = out
-        tape.append(("residual_stack", None, (blocks, (N, C, H, W))))
+        tape.append(("residual_stack", None, (blocks, scratch, (N, C, H, W))))
         return L.from_stacked(stream, N, H, W)
 
     def _residual_stacked_backward(self, d, cache, grads):
         """dL/dh for _residual_stacked_forward's input from d = dL/d(its output), filling `grads`."""
-        blocks, (N, C, H, W) = cache
+        blocks, scratch, (N, C, H, W) = cache               # the forward pass's Winograd buffers
         xp = self.xp
         Hs, Ws = L.stacked_size(N, H, W)
-        scratch = [xp.empty(s, dtype=self.dtype) for s in L.winograd_scratch_shapes(Hs, Ws, C, C,
-                                                                                     itemsize=self.dtype.itemsize)]
         d = L.to_stacked(d)                                 # dL/d(output pixels); rings zero
 
         def norm_conv_backward(name, norm_name, dnorm, norm_cache, src, U):
