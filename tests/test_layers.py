@@ -188,15 +188,17 @@ def test_winograd_convolution_in_float32_matches_the_direct_one():
     np.testing.assert_allclose(wino, direct, rtol=0, atol=2e-6 * scale)
 
 
-def test_winograd2d_taps_are_G_g_G_transposed():
+@pytest.mark.parametrize("kind", ["2d", "4x4"])
+def test_two_dimensional_winograd_taps_are_G_g_G_transposed(kind):
+    taps_of, G, points = {"2d": (L.winograd2d_taps, L.WINOGRAD_G, 4), "4x4": (L.winograd4x4_taps, L.WINOGRAD4_G, 6)}[kind]
     r = rng(15)
     w = r.normal(size=(5, 4, 3, 3))
-    U = L.winograd2d_taps(L.conv_taps(w))
-    G = np.array(L.WINOGRAD_G, dtype=float)
-    assert U.shape == (16, 4, 5)
+    U = taps_of(L.conv_taps(w))
+    G = np.array(G, dtype=float)
+    assert U.shape == (points * points, 4, 5)
     for k in range(5):
         for c in range(4):
-            np.testing.assert_allclose(U[:, c, k].reshape(4, 4), G @ w[k, c] @ G.T, rtol=1e-14, atol=1e-15)
+            np.testing.assert_allclose(U[:, c, k].reshape(points, points), G @ w[k, c] @ G.T, rtol=1e-13, atol=1e-15)
 
 
 def test_winograd2d_is_two_dimensional_f23_on_a_hand_example():
@@ -217,29 +219,43 @@ WINOGRAD2D_CASES = [(6, 8, 4, 7, None, 2), (2, 2, 3, 2, None, 2), (8, 4, 5, 6, 1
 
 @pytest.mark.parametrize("H,W,C,K,chunk,threads", WINOGRAD2D_CASES)
 def test_winograd2d_convolution_equals_naive(xp, H, W, C, K, chunk, threads):
+    _check_two_dimensional_winograd(xp, "2d", H, W, C, K, chunk, threads)
+
+
+# algorithm -> (transformed filters, scratch shapes, forward, backward, output rows per tile row)
+TWO_DIMENSIONAL_WINOGRAD = {
+    "2d": (L.winograd2d_taps, L.winograd2d_scratch_shapes, L.conv3x3_winograd2d_forward,
+           L.conv3x3_winograd2d_backward, 2),
+    "4x4": (L.winograd4x4_taps, L.winograd4x4_scratch_shapes, L.conv3x3_winograd4x4_forward,
+            L.conv3x3_winograd4x4_backward, 4),
+}
+
+
+def _check_two_dimensional_winograd(xp, kind, H, W, C, K, chunk, threads):
+    """Forward (with and without ReLU) and backward pass against the naive layers, from NaN-filled
+    scratch and outputs, with the layout's zero border checked on both results."""
+    taps_of, scratch_shapes, forward, backward, tile = TWO_DIMENSIONAL_WINOGRAD[kind]
     r = rng(17)
     x = xp.asarray(r.normal(size=(C, H, W)))
     w, b = xp.asarray(r.normal(size=(K, C, 3, 3))), xp.asarray(r.normal(size=K))
     want, cache = L.conv_forward_naive(x, w, b, 1, 1)
-    U = L.winograd2d_taps(L.conv_taps(w))
+    U = taps_of(L.conv_taps(w))
 
     def scratch(c_in, c_out):   # garbage in the buffers must not leak into the result
-        shapes = L.winograd2d_scratch_shapes(H, W, c_in, c_out, **({} if chunk is None else {"chunk_bytes": chunk}),
-                                             itemsize=8)
+        shapes = scratch_shapes(H, W, c_in, c_out, **({} if chunk is None else {"chunk_bytes": chunk}), itemsize=8)
         return [xp.full(shape, np.nan) for shape in shapes]
 
-    if chunk is not None and H > 2:       # really chunked
-        assert scratch(C, K)[0].shape[1] < (H + 1) // 2
+    if chunk is not None and H > tile:       # really chunked
+        assert scratch(C, K)[0].shape[1] < -(-H // tile)
     for relu in (False, True):
         out = xp.full((L.padded_length(H, W), K), np.nan)
-        P = L.conv3x3_winograd2d_forward(L.to_padded(x), H, W, U, b, out, relu=relu, scratch=scratch(C, K),
-                                         threads=threads)
+        P = forward(L.to_padded(x), H, W, U, b, out, relu=relu, scratch=scratch(C, K), threads=threads)
         expect = xp.maximum(want, 0) if relu else want
         np.testing.assert_allclose(to_host(L.from_padded(P, H, W)), to_host(expect), rtol=1e-10, atol=1e-12)
         np.testing.assert_array_equal(to_host(P), to_host(L.to_padded(L.from_padded(P, H, W))))   # zero border
     dout = xp.asarray(r.normal(size=(K, H, W)))
-    dP = L.conv3x3_winograd2d_backward(L.to_padded(dout), H, W, U, xp.full((L.padded_length(H, W), C), np.nan),
-                                       scratch=scratch(K, C), threads=threads)
+    dP = backward(L.to_padded(dout), H, W, U, xp.full((L.padded_length(H, W), C), np.nan),
+                  scratch=scratch(K, C), threads=threads)
     np.testing.assert_allclose(to_host(L.from_padded(dP, H, W)), to_host(L.conv_backward_naive(dout, cache)),
                                rtol=1e-10, atol=1e-12)
     np.testing.assert_array_equal(to_host(dP), to_host(L.to_padded(L.from_padded(dP, H, W))))
@@ -267,6 +283,63 @@ def test_winograd_float32_errors_against_the_float64_direct_convolution():
     errors = {k: float(np.abs(v - exact).max()) / scale for k, v in runs.items()}
     assert all(v.dtype == np.float32 for v in runs.values())
     assert errors["direct"] < 1e-6 and errors["rows"] < 2e-6 and errors["2d"] < 2e-6, errors
+
+
+def test_winograd4x4_is_two_dimensional_f43_on_a_hand_example():
+    # F(4, 3) on numbers: 4 outputs of a 3-tap correlation from 6 products; then one 6x6 patch and one
+    # 3x3 filter: A^T [(G g G^T) * (B^T d B)] A is the 4x4 correlation.
+    r = rng(19)
+    d6, g3 = r.normal(size=6), r.normal(size=3)
+    np.testing.assert_allclose(L.winograd_f43(d6, g3), [d6[i:i + 3] @ g3 for i in range(4)], rtol=1e-13)
+    d, g = r.normal(size=(6, 6)), r.normal(size=(3, 3))
+    BT, G, AT = (np.array(m, dtype=float) for m in (L.WINOGRAD4_BT, L.WINOGRAD4_G, L.WINOGRAD4_AT))
+    want = np.array([[(d[i:i + 3, j:j + 3] * g).sum() for j in range(4)] for i in range(4)])
+    np.testing.assert_allclose(AT @ ((G @ g @ G.T) * (BT @ d @ BT.T)) @ AT.T, want, rtol=1e-12)
+
+
+# Whole 4x4 tiles only: one tile, wide and tall maps, single and several chunks (with a shorter last
+# one made equal), one thread and two, more channels out than in and fewer.
+WINOGRAD4X4_CASES = [(4, 4, 3, 2, None, 2), (8, 12, 4, 7, None, 2), (12, 8, 5, 3, 1, 2), (16, 4, 6, 6, 3000, 1),
+                     (20, 8, 3, 5, 6000, 2), (4, 16, 2, 3, None, 1)]
+
+
+@pytest.mark.parametrize("H,W,C,K,chunk,threads", WINOGRAD4X4_CASES)
+def test_winograd4x4_convolution_equals_naive(xp, H, W, C, K, chunk, threads):
+    _check_two_dimensional_winograd(xp, "4x4", H, W, C, K, chunk, threads)
+
+
+def test_winograd4x4_scratch_chunks_are_equal_and_maps_must_tile():
+    # 13 tile rows under a budget of 4 per chunk: 4 chunks of 4 (not 4 + 4 + 4 + 1), so no product runs short.
+    H, W, C, K = 52, 8, 3, 5
+    per_row = 36 * (W // 4) * max(C, K) * 4
+    assert L.winograd4x4_scratch_shapes(H, W, C, K, chunk_bytes=4 * per_row)[0][1] == 4
+    assert L.winograd4x4_scratch_shapes(H, W, C, K, chunk_bytes=12 * per_row)[0][1] == 7     # 7 + 6, not 12 + 1
+    assert L.winograd4x4_supported(8, 12) and not L.winograd4x4_supported(8, 10) and not L.winograd4x4_supported(6, 8)
+    with pytest.raises(ValueError, match="multiples of 4"):
+        L.conv3x3_winograd4x4_forward(L.to_padded(np.zeros((3, 6, 8))), 6, 8, np.zeros((36, 3, 5)), None,
+                                      np.empty((L.padded_length(6, 8), 5)))
+
+
+def test_winograd4x4_float32_error_against_the_float64_direct_convolution():
+    # F(4x4, 3x3)'s transforms multiply by 4, 5 and 8 and G holds 1/6 and 1/24, so float32 loses more
+    # digits than with F(2x2, 3x3) (measured here: 6.4e-6 against 3.3e-7 of the largest output, on
+    # VGG-like statistics with 256 channels); still far inside what a float32 gradient needs.
+    r = rng(21)
+    H, W, C, K = 24, 20, 256, 64
+    x = np.maximum(r.normal(size=(C, H, W)), 0)
+    w = r.normal(size=(K, C, 3, 3)) / np.sqrt(9 * C)
+    b = r.normal(size=K)
+    exact = L.conv3x3_forward(L.to_padded(x), H, W, L.conv_taps(w), b, np.empty((L.padded_length(H, W), K)), relu=False)
+    x32, w32, b32 = (a.astype(np.float32) for a in (x, w, b))
+    taps = L.conv_taps(w32)
+    scale = float(np.abs(exact).max())
+    errors = {}
+    for name, fwd, U in (("2d", L.conv3x3_winograd2d_forward, L.winograd2d_taps(taps)),
+                         ("4x4", L.conv3x3_winograd4x4_forward, L.winograd4x4_taps(taps))):
+        got = fwd(L.to_padded(x32), H, W, U, b32, np.empty((L.padded_length(H, W), K), np.float32), relu=False)
+        assert got.dtype == np.float32
+        errors[name] = float(np.abs(got - exact).max()) / scale
+    assert errors["2d"] < 2e-6 and errors["4x4"] < 2e-5, errors
 
 
 @pytest.mark.parametrize("mode", ["avg", "max"])

@@ -156,10 +156,16 @@ def test_network_through_the_generic_gemm_path_used_on_cupy(monkeypatch):
     from handnst import backend, layers
 
     net = random_net(3, dtype="float64")
-    x = np.random.default_rng(5).normal(0, 50, (3, 20, 18))
+    for shape in ((20, 18), (96, 128)):                 # conv3_1 on a 5x4 map (F(2x2, 3x3)) and a 24x32 one (F(4x4, 3x3))
+        _network_through_generic_gemm(monkeypatch, backend, layers, net, shape)
+
+
+def _network_through_generic_gemm(monkeypatch, backend, layers, net, shape):
+    monkeypatch.undo()
+    x = np.random.default_rng(5).normal(0, 50, (3,) + shape)
     want = net.forward(x, ["conv1_1", "conv3_1"])
     dwant = net.backward({n: np.ones_like(v) for n, v in want.items()})
-    for module in (layers.padded, layers.winograd, layers.winograd2d):     # every layer module that calls BLAS
+    for module in (layers.padded, layers.winograd, layers.winograd2d, layers.winograd4x4):   # every layer module that calls BLAS
         monkeypatch.setattr(module, "gemm", backend.generic_gemm)
     got = net.forward(x, ["conv1_1", "conv3_1"])
     for n in want:
@@ -172,23 +178,41 @@ def test_each_convolution_runs_the_algorithm_chosen_for_its_shape():
     convs = [n for n in LAYER_ORDER if n.startswith("conv")]
     assert [auto.algorithm(n) for n in convs] == ["direct"] + ["rows"] * 3 + ["2d"] * 12
     assert [auto.algorithm(n, 13, 9) for n in convs] == ["direct"] + ["rows"] * 3 + ["2d"] * 12   # odd maps too
+    # F(4x4, 3x3) from 48 whole 4x4 tiles on (conv3_1 onwards only): 24x32 has 48, 20x32 40, 24x30 is not whole
+    assert [auto.algorithm(n, 24, 32) for n in convs] == ["direct"] + ["rows"] * 3 + ["4x4"] * 12
+    assert {auto.algorithm("conv4_2", *hw) for hw in ((20, 32), (24, 30), (12, 16))} == {"2d"}
     assert not any(direct.uses_winograd(n) for n in convs) and auto.uses_winograd("conv1_2")
+    assert {direct.algorithm(n, 96, 128) for n in convs} == {"direct"}
 
 
-@pytest.mark.parametrize("shape", [(64, 32), (52, 38)])      # even maps down to conv5; odd ones (conv3 13x9, conv5 3x2)
-def test_winograd_network_agrees_with_the_direct_one(shape):
+# (64, 32): even maps down to conv5, all F(2x2) from conv3; (52, 38): odd ones (conv3 13x9, conv5 3x2);
+# (128, 96): conv3_x on 32x24 maps, 48 whole 4x4 tiles, with F(4x4, 3x3).
+@pytest.mark.parametrize("shape,two_d", [((64, 32), "2d"), ((52, 38), "2d"), ((128, 96), "4x4")])
+def test_winograd_network_agrees_with_the_direct_one(shape, two_d):
     auto, direct = random_vgg19(3, dtype="float64"), random_vgg19(3, dtype="float64", conv="direct")
     x = np.random.default_rng(5).normal(0, 50, (3,) + shape)
     layers = ["conv1_2", "conv2_2", "conv3_4", "conv4_2", "conv5_1"]
     a, d = auto.forward(x, layers), direct.forward(x, layers)
-    assert sorted(auto._winograd) == ["conv1_2", "conv2_1", "conv2_2"]
-    assert sorted(auto._winograd2d) == ["conv3_1", "conv3_2", "conv3_3", "conv3_4", "conv4_1", "conv4_2", "conv4_3",
-                                        "conv4_4", "conv5_1"]
+    used = {name: how for name, (how, _) in auto._filters.items()}
+    assert used == {"conv1_2": "rows", "conv2_1": "rows", "conv2_2": "rows",
+                    "conv3_1": two_d, "conv3_2": two_d, "conv3_3": two_d, "conv3_4": two_d,
+                    "conv4_1": "2d", "conv4_2": "2d", "conv4_3": "2d", "conv4_4": "2d", "conv5_1": "2d"}
     for n in layers:
         np.testing.assert_allclose(a[n], d[n], rtol=1e-11, atol=1e-11 * float(abs(d[n]).max()))
     grads = {n: np.random.default_rng(6).normal(size=v.shape) for n, v in a.items()}
     ga, gd = auto.backward(grads), direct.backward(grads)
     np.testing.assert_allclose(ga, gd, rtol=1e-10, atol=1e-11 * float(abs(gd).max()))
+
+
+def test_a_layer_keeps_one_form_of_its_winograd_filters():
+    # A coarse-to-fine run switches conv3_x between F(2x2, 3x3) (small maps) and F(4x4, 3x3): each
+    # layer keeps only the form its last map needed, so the filters never take the memory of both.
+    net = random_vgg19(4)
+    x_small, x_big = (np.random.default_rng(7).normal(0, 50, (3,) + s).astype(np.float32) for s in ((32, 32), (128, 96)))
+    for x, how in ((x_small, "2d"), (x_big, "4x4"), (x_small, "2d")):
+        net.forward(x, ["conv3_2"])
+        assert {n: h for n, (h, _) in net._filters.items() if n.startswith("conv3")} == {"conv3_1": how, "conv3_2": how}
+        assert net._filters["conv3_2"][1].shape[0] == {"2d": 16, "4x4": 36}[how]
 
 
 def test_unknown_convolution_algorithm_is_a_clear_error():
@@ -230,7 +254,8 @@ def _objective_gradient(net, size, seed=11):
     return value, grad.astype(np.float64)
 
 
-@pytest.mark.parametrize("size", [(64, 64), (48, 40)])      # every map even; odd maps (half tiles) from conv3 on
+# every map even; odd maps (half tiles) from conv3 on; the bench size, with F(4x4, 3x3) on conv3_x and conv4_x
+@pytest.mark.parametrize("size", [(64, 64), (48, 40), (192, 256)])
 def test_float32_gradient_of_the_whole_objective_is_within_1e_3_of_float64(size):
     # What stylize runs (float32, Winograd where chosen) against the exact objective (float64, nine
     # direct products everywhere), on the pretrained weights when there are any: relative error of the
@@ -252,7 +277,7 @@ def test_two_threads_give_the_same_network(monkeypatch, pooling):
     # do not reach; with that threshold at zero every split runs, and nothing may change.
     from handnst import backend
     net = random_vgg19(3, dtype="float64", pooling=pooling)
-    x = np.random.default_rng(5).normal(0, 50, (3, 64, 32))
+    x = np.random.default_rng(5).normal(0, 50, (3, 128, 96))      # conv3_x in F(4x4, 3x3), conv4_x in F(2x2, 3x3)
     layers = ["conv1_2", "conv2_2", "conv3_4", "conv4_2", "conv5_1"]
     want = net.forward(x, layers)
     grads = {n: np.random.default_rng(6).normal(size=v.shape) for n, v in want.items()}
@@ -265,7 +290,7 @@ def test_two_threads_give_the_same_network(monkeypatch, pooling):
         return real(fn, n, threads, None, xp)
     monkeypatch.setattr(backend, "PARALLEL_MIN_WORK", 0)
     monkeypatch.setattr(backend, "PARALLEL_THREADS", 2)
-    for module in (L.padded, L.winograd, L.winograd2d):
+    for module in (L.padded, L.winograd, L.winograd2d, L.winograd4x4):
         monkeypatch.setattr(module, "split_run", spy)
     got = net.forward(x, layers)
     for n in layers:

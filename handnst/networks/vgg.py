@@ -14,12 +14,15 @@ the weights; no weight gradients are ever computed here. Internally every map is
 padded channels-last layout of `layers/padded.py`, in buffers reused from one evaluation to the next.
 
 Each convolution runs with the algorithm that does the least work for its shape (`VGG19.algorithm`):
-Winograd F(2x2, 3x3) from conv3_1 on (`layers.conv3x3_winograd2d_forward`: 16 products for every
-2x2 block of outputs instead of 36), Winograd F(2, 3) along the rows for conv1_2 .. conv2_2
-(`layers.conv3x3_winograd_forward`: 12 products for two output rows instead of 18),
-and nine matrix products for conv1_1 (`layers.conv3x3_forward`). `VGG19(..., conv="direct")` runs
-nine products everywhere; all agree to float rounding (tested). The Winograd filters are made on first
-use and kept (16 (C, K) matrices per layer for F(2x2, 3x3): 88 MB for conv3_1 .. conv5_1).
+Winograd F(4x4, 3x3) from conv3_1 on where the map splits into enough whole 4x4 tiles
+(`layers.conv3x3_winograd4x4_forward`: 36 products for every 4x4 block of outputs instead of 144),
+F(2x2, 3x3) there otherwise (`layers.conv3x3_winograd2d_forward`: 16 for every 2x2 block instead of
+36), Winograd F(2, 3) along the rows for conv1_2 .. conv2_2 (`layers.conv3x3_winograd_forward`: 12
+products for two output rows instead of 18), and one im2col product for conv1_1
+(`layers.conv3x3_forward`). `VGG19(..., conv="direct")` runs nine products everywhere; all agree to
+float rounding (tested). The Winograd filters are made on first use and kept, one form per layer
+(for conv3_1 .. conv5_1: 36 (C, K) matrices per layer for F(4x4, 3x3), 203 MB in all; 16 for
+F(2x2, 3x3), 90 MB).
 """
 
 import math
@@ -40,15 +43,26 @@ LAYER_ORDER = (
 )
 POOLINGS = ("avg", "max")
 CONV_ALGORITHMS = ("auto", "direct")
-# Which convolution runs where (measured in CPU time per layer, one thread, at 256x192; see the module
-# docstring): every layer with 64 or more input channels runs a Winograd algorithm, F(2x2, 3x3) where
-# it has 128+ channels in and 256+ out (conv3_1 onwards: 0.65-0.72 of the direct time, against
-# 0.71-0.83 for F(2, 3) along the rows), F(2, 3) along the rows for conv1_2 .. conv2_2 (0.68-0.77;
-# there the 2-D column transforms cost more than the products they save). conv1_1, with its 3 input
-# channels, stays direct.
+# Which convolution runs where (measured in time per layer, forward and backward, on 2 cores; see
+# the module docstring): every layer with 64 or more input channels runs a Winograd algorithm.
+# With 128+ channels in and 256+ out (conv3_1 onwards) it is two-dimensional: F(4x4, 3x3) where the
+# map has at least 48 whole 4x4 tiles (at 512x384, conv3_x 82 -> 56 ms and conv4_x 60 -> 38 ms per
+# forward pass against F(2x2, 3x3); at 256x192, conv3_x 19.6 -> 14.9 ms and conv4_x 16.1 -> 13.5 ms),
+# F(2x2, 3x3) on smaller maps (conv5_1 at 256x192, 12 tiles: 8.3 ms against 11.4) and on maps
+# whose sides are not multiples of 4. conv1_2 .. conv2_2 take F(2, 3) along the rows (0.68-0.77
+# of the direct time; there the two-dimensional transforms cost more than the products they save:
+# F(4x4, 3x3) measured 5-30% slower than F(2, 3) on conv1_2 and conv2_1 and even on conv2_2).
+# conv1_1, with its 3 input channels, stays direct.
 WINOGRAD_MIN_CHANNELS = 64
 WINOGRAD_2D_MIN_IN = 128
 WINOGRAD_2D_MIN_OUT = 256
+WINOGRAD_4X4_MIN_TILES = 48
+# algorithm -> (scratch shapes, forward, backward) of its kernels, all with the same signatures
+WINOGRAD_KERNELS = {
+    "4x4": (L.winograd4x4_scratch_shapes, L.conv3x3_winograd4x4_forward, L.conv3x3_winograd4x4_backward),
+    "2d": (L.winograd2d_scratch_shapes, L.conv3x3_winograd2d_forward, L.conv3x3_winograd2d_backward),
+    "rows": (L.winograd_scratch_shapes, L.conv3x3_winograd_forward, L.conv3x3_winograd_backward),
+}
 
 
 def canonical_layer(name):
@@ -100,8 +114,7 @@ class VGG19:
             w = self.xp.asarray(w, dtype=self.dtype)    # explicit host -> device copy
             self._taps[name] = L.conv_taps(w)              # (9, C, K), the layout the GEMMs want
             self._bias[name] = self.xp.asarray(b, dtype=self.dtype)
-        self._winograd = {}                 # name -> winograd_taps, built on first use
-        self._winograd2d = {}               # name -> winograd2d_taps, likewise
+        self._filters = {}                  # name -> (algorithm, its transformed filters), built on first use
         self._buffers = {}
         self._state = None
         # Set to a dict to time every layer: ("forward" | "backward", name) -> list of seconds, one
@@ -134,12 +147,16 @@ class VGG19:
 
     # ------------------------------------------------------------------------- convolutions
     def algorithm(self, name, H=None, W=None):
-        """How convolution `name` runs (on an H x W map: every size takes the same one today): "2d"
-        (Winograd F(2x2, 3x3)), "rows" (Winograd F(2, 3) along the rows) or "direct" (nine products)."""
+        """How convolution `name` runs on an H x W map: "4x4" (Winograd F(4x4, 3x3)), "2d" (F(2x2, 3x3)),
+        "rows" (Winograd F(2, 3) along the rows) or "direct" (nine products). Without a map size, the
+        choice for maps too small or too odd for F(4x4, 3x3)."""
         _, C, K = self._taps[canonical_layer(name)].shape
         if self.conv == "direct" or C < WINOGRAD_MIN_CHANNELS:
             return "direct"
         if min(C, K) >= WINOGRAD_2D_MIN_IN and K >= WINOGRAD_2D_MIN_OUT:
+            if (H is not None and W is not None and L.winograd4x4_supported(H, W)
+                    and (H // 4) * (W // 4) >= WINOGRAD_4X4_MIN_TILES):
+                return "4x4"
             return "2d"
         return "rows"
 
@@ -147,17 +164,17 @@ class VGG19:
         """Whether convolution `name` runs with a Winograd algorithm (on maps of even size)."""
         return self.algorithm(name) != "direct"
 
-    def _winograd_taps(self, name):
-        U = self._winograd.get(name)
-        if U is None:
-            U = self._winograd[name] = L.winograd_taps(self._taps[name])
-        return U
-
-    def _winograd2d_taps(self, name):
-        U = self._winograd2d.get(name)
-        if U is None:
-            U = self._winograd2d[name] = L.winograd2d_taps(self._taps[name])
-        return U
+    def _transformed_filters(self, name, how):
+        """The filters of convolution `name` transformed for algorithm `how`, made on first use and kept.
+        A layer keeps one form: when a map of another size switches it between F(2x2, 3x3) and
+        F(4x4, 3x3) (the levels of a coarse-to-fine run), the other form is dropped and remade when
+        needed again (tens of milliseconds), so the kept filters never pass the 203 MB above."""
+        kept = self._filters.get(name)
+        if kept is None or kept[0] != how:
+            make = {"rows": L.winograd_taps, "2d": L.winograd2d_taps, "4x4": L.winograd4x4_taps}[how]
+            self._filters.pop(name, None)
+            kept = self._filters[name] = (how, make(self._taps[name]))
+        return kept[1]
 
     def _scratch(self, shapes):
         """Views of the given shapes carved from one flat buffer that only grows (shared by all layers)."""
@@ -178,19 +195,13 @@ class VGG19:
         if backward:
             C, K = K, C
         how = self.algorithm(name, H, W)
-        item = self.dtype.itemsize
-        if how == "2d":
-            scratch = self._scratch(L.winograd2d_scratch_shapes(H, W, C, K, itemsize=item))
-            U = self._winograd2d_taps(name)
+        if how != "direct":
+            shapes, forward, backward_pass = WINOGRAD_KERNELS[how]
+            scratch = self._scratch(shapes(H, W, C, K, itemsize=self.dtype.itemsize))
+            U = self._transformed_filters(name, how)
             if backward:
-                return L.conv3x3_winograd2d_backward(P, H, W, U, out, scratch=scratch)
-            return L.conv3x3_winograd2d_forward(P, H, W, U, self._bias[name], out, scratch=scratch)
-        if how == "rows":
-            scratch = self._scratch(L.winograd_scratch_shapes(H, W, C, K, itemsize=item))
-            U = self._winograd_taps(name)
-            if backward:
-                return L.conv3x3_winograd_backward(P, H, W, U, out, scratch=scratch)
-            return L.conv3x3_winograd_forward(P, H, W, U, self._bias[name], out, scratch=scratch)
+                return backward_pass(P, H, W, U, out, scratch=scratch)
+            return forward(P, H, W, U, self._bias[name], out, scratch=scratch)
         if backward:
             return L.conv3x3_backward(P, H, W, taps, out)
         return L.conv3x3_forward(P, H, W, taps, self._bias[name], out)
