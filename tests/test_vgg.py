@@ -215,6 +215,55 @@ def test_a_layer_keeps_one_form_of_its_winograd_filters():
         assert net._filters["conv3_2"][1].shape[0] == {"2d": 16, "4x4": 36}[how]
 
 
+def _weights_file(tmp_path):
+    """A weights file in the project's format, with He-initialised random filters."""
+    from handnst.networks.vgg import CONV_LAYERS
+    from handnst.weights import KERAS_CONVENTION, save_weights
+    rng = np.random.default_rng(9)
+    params = {name: (rng.standard_normal((cout, cin, 3, 3), dtype=np.float32) * np.float32((2 / (9 * cin)) ** 0.5),
+                     rng.standard_normal(cout, dtype=np.float32) * np.float32(0.01)) for name, cin, cout in CONV_LAYERS}
+    return save_weights(tmp_path / "vgg.h5", params, {"convention": KERAS_CONVENTION, "source": "random, for tests"})
+
+
+def test_a_loaded_network_reads_again_the_filters_it_does_not_keep(tmp_path):
+    # From conv3_1 on, a network loaded from a file keeps only its Winograd filters; when a map of
+    # another size needs the other form, the plain filters come from the file again, and the
+    # results are exactly those of a network that kept every filter in memory.
+    from handnst.networks.vgg import VGG19, load_vgg19
+    from handnst.weights import KERAS_CONVENTION, load_weights
+    path = _weights_file(tmp_path)
+    params, _ = load_weights(path)
+    net = load_vgg19(path)
+    everything = VGG19(params, convention=KERAS_CONVENTION)
+    small = ["conv1_1", "conv1_2", "conv2_1", "conv2_2"]
+    assert sorted(net._taps) == small and len(everything._taps) == 16
+    w, b = net.weights("conv5_4")
+    np.testing.assert_array_equal(w, params["conv5_4"][0])
+    np.testing.assert_array_equal(b, params["conv5_4"][1])
+    for shape, how in (((32, 32), "2d"), ((128, 96), "4x4"), ((32, 32), "2d")):
+        x = np.random.default_rng(10).normal(0, 50, (3,) + shape).astype(np.float32)
+        got, want = net.forward(x, ["conv3_2"]), everything.forward(x, ["conv3_2"])
+        assert net._filters["conv3_2"][0] == how
+        np.testing.assert_array_equal(got["conv3_2"], want["conv3_2"])
+        np.testing.assert_array_equal(net.backward({"conv3_2": got["conv3_2"]}),
+                                      everything.backward({"conv3_2": want["conv3_2"]}))
+    assert sorted(net._taps) == small
+
+
+def test_a_weights_file_changed_or_gone_during_a_run_is_a_clear_error(tmp_path):
+    import os
+    from handnst.networks.vgg import load_vgg19
+    path = _weights_file(tmp_path)
+    net = load_vgg19(path)
+    stat = os.stat(path)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10 ** 9))        # as if rewritten
+    with pytest.raises(InputError, match="changed while handnst was using it"):
+        net.weights("conv3_1")
+    os.remove(path)
+    with pytest.raises(InputError, match="moved or damaged"):
+        net.forward(np.zeros((3, 32, 32), np.float32), ["conv3_1"])
+
+
 def test_unknown_convolution_algorithm_is_a_clear_error():
     with pytest.raises(InputError, match="convolution algorithm"):
         random_vgg19(0, conv="fft")

@@ -30,6 +30,9 @@ from handnst.layers.padded import padded_grid, relu_inplace, zero_border
 from handnst.layers.winograd import WINOGRAD_G
 
 _FLIP = (3, 1, 2, 0)
+# The filter transforms run in float64 over this many (C, K) pairs at a time, so that a 512 x 512
+# layer never holds a float64 copy of all its transformed filters (75 MB for F(4x4, 3x3)).
+TAPS_CHUNK = 1 << 16
 
 
 def winograd2d_taps(taps):
@@ -39,8 +42,11 @@ def winograd2d_taps(taps):
     _, C, K = taps.shape
     G = xp.asarray(WINOGRAD_G, dtype=xp.float64)
     T = xp.kron(G, G)                                           # (16, 9): [4a + b, 3u + v] = G[a, u] G[b, v]
-    U = T @ taps.reshape(9, -1).astype(xp.float64)
-    return U.astype(taps.dtype).reshape(16, C, K)
+    flat = taps.reshape(9, -1)
+    U = xp.empty((16, C * K), dtype=taps.dtype)
+    for j in range(0, C * K, TAPS_CHUNK):     # in slices: no float64 copy of all the filters at once
+        U[:, j:j + TAPS_CHUNK] = T @ flat[:, j:j + TAPS_CHUNK].astype(xp.float64)
+    return U.reshape(16, C, K)
 
 
 def winograd2d_scratch_shapes(H, W, C, K, chunk_bytes=8 << 20, itemsize=4):

@@ -34,6 +34,7 @@ take F(2x2, 3x3).
 
 from handnst.backend import array_module, gemm, split_run
 from handnst.layers.padded import padded_grid, relu_inplace, zero_border
+from handnst.layers.winograd2d import TAPS_CHUNK
 
 WINOGRAD4_BT = ((4, 0, -5, 0, 1, 0),
                 (0, -4, -4, 1, 1, 0),
@@ -68,8 +69,11 @@ def winograd4x4_taps(taps):
     _, C, K = taps.shape
     G = xp.asarray(WINOGRAD4_G, dtype=xp.float64)
     T = xp.kron(G, G)                                           # (36, 9): [6a + b, 3u + v] = G[a, u] G[b, v]
-    U = T @ taps.reshape(9, -1).astype(xp.float64)
-    return U.astype(taps.dtype).reshape(36, C, K)
+    flat = taps.reshape(9, -1)
+    U = xp.empty((36, C * K), dtype=taps.dtype)
+    for j in range(0, C * K, TAPS_CHUNK):     # in slices: no float64 copy of all the filters at once
+        U[:, j:j + TAPS_CHUNK] = T @ flat[:, j:j + TAPS_CHUNK].astype(xp.float64)
+    return U.reshape(36, C, K)
 
 
 def winograd4x4_supported(H, W):

@@ -25,13 +25,14 @@ float rounding (tested). The Winograd filters are made on first use and kept, on
 F(2x2, 3x3), 90 MB).
 """
 
+import functools
 import math
 import time
 
 from handnst import layers as L
 from handnst.backend import array_module, canonical_backend, get_xp, resolve_dtype, synchronize
 from handnst.errors import InputError
-from handnst.weights import KERAS_CONVENTION, ensure_weights, load_weights
+from handnst.weights import KERAS_CONVENTION, ensure_weights, file_stamp, load_layer, load_weights
 from handnst.weights.layout import CONV_LAYERS, CONV_NAMES, WEIGHT_SHAPES  # noqa: F401  (the table lives with the file format)
 
 LAYER_ORDER = (
@@ -96,7 +97,15 @@ class VGG19:
     """The network: weights on one backend, and the state of the last forward pass for backward."""
 
     def __init__(self, params, *, convention, pooling="avg", backend="numpy", dtype="float32", source=None,
-                 conv="auto"):
+                 conv="auto", reload=None):
+        """params: name -> (weight (K, C, 3, 3), bias (K,)) for the 16 convolutions.
+
+        reload: optional function name -> (weight, bias) that reads a layer from the weights file
+        again (load_vgg19 passes one). With it, the layers that run two-dimensional Winograd (conv3_1
+        onwards, including conv5_2 .. conv5_4 that the paper's objective never reaches) keep no plain
+        filters in memory, only the transformed ones they run with: 75 MB less. The plain filters are
+        read again when needed (another map size asks for the other Winograd form, `weights()`).
+        """
         if pooling not in POOLINGS:
             raise InputError(f"unknown pooling {pooling!r}: use 'avg' (the paper's choice) or 'max'")
         if conv not in CONV_ALGORITHMS:
@@ -108,14 +117,17 @@ class VGG19:
         self.pooling = pooling
         self.convention = dict(convention)
         self.source = source
-        self._taps, self._bias = {}, {}
+        self._reload = reload
+        self._shape, self._taps, self._bias = {}, {}, {}
         for name in CONV_NAMES:
             w, b = params[name]
-            w = self.xp.asarray(w, dtype=self.dtype)    # explicit host -> device copy
-            self._taps[name] = L.conv_taps(w)              # (9, C, K), the layout the GEMMs want
+            self._shape[name] = (w.shape[1], w.shape[0])   # (C, K)
             self._bias[name] = self.xp.asarray(b, dtype=self.dtype)
+            if reload is None or self.algorithm(name) in ("direct", "rows"):   # "rows" filters are views of the taps
+                self._taps[name] = self._as_taps(w)
         self._filters = {}                  # name -> (algorithm, its transformed filters), built on first use
         self._buffers = {}
+        self._size = None                   # (H, W) of the maps in the buffers
         self._state = None
         # Set to a dict to time every layer: ("forward" | "backward", name) -> list of seconds, one
         # entry per pass (the benchmark does this; a backward entry includes the layer's ReLU mask).
@@ -126,11 +138,20 @@ class VGG19:
                 f"input={self.convention.get('channel_order')} x{self.convention.get('scale')})")
 
     def weights(self, name):
-        """Filters (K, C, 3, 3) and biases (K,) of a convolution (a view of the stored taps)."""
+        """Filters (K, C, 3, 3) and biases (K,) of a convolution (a view of its taps)."""
         name = canonical_layer(name)
-        taps = self._taps[name]
+        taps = self._plain_taps(name)
         _, C, K = taps.shape
         return taps.reshape(3, 3, C, K).transpose(3, 2, 0, 1), self._bias[name]
+
+    def _as_taps(self, w):
+        w = self.xp.asarray(w, dtype=self.dtype)    # explicit host -> device copy
+        return L.conv_taps(w)                      # (9, C, K), the layout the GEMMs want
+
+    def _plain_taps(self, name):
+        """The (9, C, K) taps of a convolution: the kept ones, or read again from the weights file."""
+        taps = self._taps.get(name)
+        return taps if taps is not None else self._as_taps(self._reload(name)[0])
 
     # ------------------------------------------------------------------------------ buffers
     def _buffer(self, key, rows, cols):
@@ -150,7 +171,7 @@ class VGG19:
         """How convolution `name` runs on an H x W map: "4x4" (Winograd F(4x4, 3x3)), "2d" (F(2x2, 3x3)),
         "rows" (Winograd F(2, 3) along the rows) or "direct" (nine products). Without a map size, the
         choice for maps too small or too odd for F(4x4, 3x3)."""
-        _, C, K = self._taps[canonical_layer(name)].shape
+        C, K = self._shape[canonical_layer(name)]
         if self.conv == "direct" or C < WINOGRAD_MIN_CHANNELS:
             return "direct"
         if min(C, K) >= WINOGRAD_2D_MIN_IN and K >= WINOGRAD_2D_MIN_OUT:
@@ -173,7 +194,7 @@ class VGG19:
         if kept is None or kept[0] != how:
             make = {"rows": L.winograd_taps, "2d": L.winograd2d_taps, "4x4": L.winograd4x4_taps}[how]
             self._filters.pop(name, None)
-            kept = self._filters[name] = (how, make(self._taps[name]))
+            kept = self._filters[name] = (how, make(self._plain_taps(name)))
         return kept[1]
 
     def _scratch(self, shapes):
@@ -190,8 +211,7 @@ class VGG19:
         return views
 
     def _conv(self, name, P, H, W, out, backward=False):
-        taps = self._taps[name]
-        _, C, K = taps.shape
+        C, K = self._shape[name]
         if backward:
             C, K = K, C
         how = self.algorithm(name, H, W)
@@ -202,6 +222,7 @@ class VGG19:
             if backward:
                 return backward_pass(P, H, W, U, out, scratch=scratch)
             return forward(P, H, W, U, self._bias[name], out, scratch=scratch)
+        taps = self._plain_taps(name)      # kept for every layer that runs direct
         if backward:
             return L.conv3x3_backward(P, H, W, taps, out)
         return L.conv3x3_forward(P, H, W, taps, self._bias[name], out)
@@ -242,12 +263,19 @@ class VGG19:
             raise InputError(f"the image is {W}x{H} pixels but layer {max(names, key=scale_of)} needs at least "
                              f"{need}x{need} (it sees the image {need} times smaller)")
         deepest = max(LAYER_ORDER.index(n) for n in names)
+        # The last pass's maps are dead from here on. When the size changes (the style image after
+        # the content, the levels of a coarse-to-fine run), free them all now rather than as each
+        # is replaced, so that two sizes' maps never coexist (280 MB at 512x384).
+        self._state = None
+        if self._size != (H, W):
+            self._buffers.clear()
+            self._size = (H, W)
         P = L.to_padded(x, out=self._buffer("input", L.padded_length(H, W), 3))
         maps = {}
         clock = self._clock()
         for name in LAYER_ORDER[:deepest + 1]:
             if name.startswith("conv"):
-                out = self._buffer(name, L.padded_length(H, W), self._taps[name].shape[2])
+                out = self._buffer(name, L.padded_length(H, W), self._shape[name][1])
                 P = self._conv_forward(name, P, H, W, out)
             else:
                 H2, W2 = H // 2, W // 2
@@ -296,9 +324,10 @@ class VGG19:
         lowest = max(LAYER_ORDER.index(n) for n in given)
         _, H0, W0 = self._state["shape"]
         # From here on the stored maps are used up: once a convolution's ReLU mask has been applied,
-        # its map is dead and its buffer receives the gradient for the layer below. That saves a
-        # full set of gradient buffers (a third of the memory at 512x384), at the price of one
-        # backward pass per forward pass.
+        # its map is dead and its buffer receives the gradient for the layer below; the first
+        # convolution of a block writes into the pooled map it read (which no backward pass needs).
+        # That saves a full set of gradient buffers (a third of the memory at 512x384), at the
+        # price of one backward pass per forward pass.
         self._state = None
         g = None
         clock = self._clock()
@@ -321,9 +350,14 @@ class VGG19:
                 continue
             if name.startswith("conv"):
                 L.relu_mask_backward(g, P)
-                taps = self._taps[name]
-                rows, C = L.padded_length(H, W), taps.shape[1]
-                out = P if P.shape == (rows, C) else self._buffer(("grad", (rows, C)), rows, C)
+                rows, C = L.padded_length(H, W), self._shape[name][0]
+                below = LAYER_ORDER[index - 1] if index else None
+                if P.shape == (rows, C):
+                    out = P
+                elif below and below.startswith("pool") and below not in given and maps[below][0].shape == (rows, C):
+                    out = maps[below][0]    # a pooled map: no backward pass reads it (and no loss here)
+                else:
+                    out = self._buffer(("grad", (rows, C)), rows, C)
                 g = self._conv_backward(name, g, H, W, out)
             else:
                 below, Hb, Wb = maps[LAYER_ORDER[index - 1]]
@@ -382,6 +416,7 @@ def load_vgg19(path=None, *, pooling="avg", backend="numpy", dtype="float32", co
     if there is none, the default weights are fetched first (and the reason printed on stderr).
     """
     found = ensure_weights(path)
+    stamp = file_stamp(found)
     params, meta = load_weights(found)
     return VGG19(params, convention=meta["convention"], pooling=pooling, backend=backend, dtype=dtype,
-                 source=found, conv=conv)
+                 source=found, conv=conv, reload=functools.partial(load_layer, found, stamp=stamp))

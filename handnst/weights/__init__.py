@@ -57,6 +57,8 @@ from handnst.weights.layout import (  # noqa: F401
 )
 from handnst.weights.hdf5 import (  # noqa: F401
     load_weights,
+    load_layer,
+    file_stamp,
     save_weights,
     FORMAT_NAME,
     FORMAT_VERSION,

@@ -161,6 +161,35 @@ def load_weights(path):
     return params, meta
 
 
+def file_stamp(path):
+    """(size, modification time) of a file: enough to notice that it was replaced since it was read."""
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns
+
+
+def load_layer(path, name, stamp=None):
+    """One layer's (weight, bias) read again from a weights file that load_weights has read before.
+
+    The network keeps in memory only the filters it runs with; when it needs a layer's plain filters
+    again (another map size asks for another Winograd form), it reads them from the file here.
+    `stamp`, the file_stamp taken at the first reading: a file changed since then is an InputError,
+    because its weights would no longer be the ones the network was built from.
+    """
+    path = str(path)
+    try:
+        if stamp is not None and file_stamp(path) != tuple(stamp):
+            raise InputError(f"the weights file {path} changed while handnst was using it; run again")
+        import h5py
+        with h5py.File(path, "r") as f:
+            w, b = f[name]["weight"][()], f[name]["bias"][()]
+    except InputError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise InputError(f"cannot read {name} from {path} again ({exc}): the weights file was moved or "
+                         f"damaged while handnst was using it; run again") from None
+    return w, b
+
+
 def save_weights(path, params, meta):
     """Write `params` (as returned by load_weights) and `meta` atomically in the project's format.
 
