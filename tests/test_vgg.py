@@ -293,6 +293,24 @@ def test_a_gradient_can_be_written_into_the_network_by_a_function():
     assert calls == [False, True]      # the deepest one stores, the next one adds
 
 
+def test_a_loss_at_a_pooled_map_still_reads_it_in_the_backward_pass():
+    # conv2_1's backward pass writes into pool1's buffer only when no gradient is given at pool1:
+    # a style loss there reads pool1's map when the backward pass reaches it.
+    net = random_vgg19(3, dtype="float64")
+    x = np.random.default_rng(12).normal(0, 50, (3, 24, 20))
+    out = net.forward(x, ["pool1", "conv2_1"], layout="matrix")
+    g2 = np.random.default_rng(13).normal(size=out["conv2_1"].shape) * (out["conv2_1"] != 0)
+    want = net.backward({"pool1": out["pool1"].copy(), "conv2_1": g2}, layout="matrix")
+    view = net.forward(x, ["pool1", "conv2_1"], layout="matrix")["pool1"]     # the network's own buffer
+
+    def write(o, accumulate=False):       # like the style loss's writer: reads the map when called
+        if accumulate:
+            o += view.T
+        else:
+            o[...] = view.T
+    np.testing.assert_allclose(net.backward({"pool1": write, "conv2_1": g2}, layout="matrix"), want, rtol=1e-12)
+
+
 def _objective_gradient(net, size, seed=11):
     from handnst.losses import StyleTransferLoss
     rng = np.random.default_rng(seed)
