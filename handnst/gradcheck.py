@@ -218,9 +218,9 @@ def _padded_checks(xp, rng, seed):
     checks.append(_winograd_check(xp, "conv3x3 Winograd F(2x2,3x3) network dx", L.conv3x3_winograd2d_forward,
                                   L.conv3x3_winograd2d_backward, L.winograd2d_scratch_shapes,
                                   L.winograd2d_taps(L.conv_taps(w)), b, x2, 1, seed))
-    # Winograd F(4x4, 3x3): two by two whole tiles, in chunks of one tile row (the backward pass runs
-    # on reversed views, so a wrong flip shows here).
-    x4 = xp.asarray(rng.normal(size=(C, 8, 8)))
+    # Winograd F(4x4, 3x3): a 9x7 map, part tiles at the bottom and the right, in chunks of one tile
+    # row (the backward pass runs on reversed views, so a wrong flip shows here).
+    x4 = xp.asarray(rng.normal(size=(C, 9, 7)))
     checks.append(_winograd_check(xp, "conv3x3 Winograd F(4x4,3x3) network dx", L.conv3x3_winograd4x4_forward,
                                   L.conv3x3_winograd4x4_backward, L.winograd4x4_scratch_shapes,
                                   L.winograd4x4_taps(L.conv_taps(w)), b, x4, 1, seed))

@@ -300,10 +300,14 @@ def test_winograd4x4_is_two_dimensional_f43_on_a_hand_example():
     np.testing.assert_allclose(AT @ ((G @ g @ G.T) * (BT @ d @ BT.T)) @ AT.T, want, rtol=1e-12)
 
 
-# Whole 4x4 tiles only: one tile, wide and tall maps, single and several chunks (with a shorter last
-# one made equal), one thread and two, more channels out than in and fewer.
+# Whole 4x4 tiles: one tile, wide and tall maps, single and several chunks (with a shorter last one
+# made equal), one thread and two, more channels out than in and fewer. Part tiles: 1, 2 and 3 rows
+# or columns past the last whole tile (at the bottom and right in the forward pass, at the top and
+# left in the backward one), maps smaller than one tile, chunked ones.
 WINOGRAD4X4_CASES = [(4, 4, 3, 2, None, 2), (8, 12, 4, 7, None, 2), (12, 8, 5, 3, 1, 2), (16, 4, 6, 6, 3000, 1),
-                     (20, 8, 3, 5, 6000, 2), (4, 16, 2, 3, None, 1)]
+                     (20, 8, 3, 5, 6000, 2), (4, 16, 2, 3, None, 1),
+                     (5, 6, 3, 4, None, 2), (7, 9, 4, 3, None, 1), (1, 1, 2, 3, None, 2), (2, 3, 3, 2, None, 1),
+                     (6, 11, 2, 5, None, 2), (13, 10, 3, 4, 1, 2), (11, 5, 4, 4, 4000, 1), (3, 8, 2, 2, 1, 2)]
 
 
 @pytest.mark.parametrize("H,W,C,K,chunk,threads", WINOGRAD4X4_CASES)
@@ -311,16 +315,14 @@ def test_winograd4x4_convolution_equals_naive(xp, H, W, C, K, chunk, threads):
     _check_two_dimensional_winograd(xp, "4x4", H, W, C, K, chunk, threads)
 
 
-def test_winograd4x4_scratch_chunks_are_equal_and_maps_must_tile():
-    # 13 tile rows under a budget of 4 per chunk: 4 chunks of 4 (not 4 + 4 + 4 + 1), so no product runs short.
+def test_winograd4x4_scratch_chunks_are_equal():
+    # 13 whole tile rows under a budget of 4 per chunk: 4 chunks of 4 (not 4 + 4 + 4 + 1), so no product runs short.
     H, W, C, K = 52, 8, 3, 5
     per_row = 36 * (W // 4) * max(C, K) * 4
     assert L.winograd4x4_scratch_shapes(H, W, C, K, chunk_bytes=4 * per_row)[0][1] == 4
     assert L.winograd4x4_scratch_shapes(H, W, C, K, chunk_bytes=12 * per_row)[0][1] == 7     # 7 + 6, not 12 + 1
-    assert L.winograd4x4_supported(8, 12) and not L.winograd4x4_supported(8, 10) and not L.winograd4x4_supported(6, 8)
-    with pytest.raises(ValueError, match="multiples of 4"):
-        L.conv3x3_winograd4x4_forward(L.to_padded(np.zeros((3, 6, 8))), 6, 8, np.zeros((36, 3, 5)), None,
-                                      np.empty((L.padded_length(6, 8), 5)))
+    # a part tile column: the row transform's buffer reaches 4 ceil(W / 4) + 2 columns
+    assert L.winograd4x4_scratch_shapes(8, 9, C, K)[0][2] == 4 * 3 + 2
 
 
 def test_winograd4x4_float32_error_against_the_float64_direct_convolution():

@@ -178,16 +178,18 @@ def test_each_convolution_runs_the_algorithm_chosen_for_its_shape():
     convs = [n for n in LAYER_ORDER if n.startswith("conv")]
     assert [auto.algorithm(n) for n in convs] == ["direct"] + ["rows"] * 3 + ["2d"] * 12
     assert [auto.algorithm(n, 13, 9) for n in convs] == ["direct"] + ["rows"] * 3 + ["2d"] * 12   # odd maps too
-    # F(4x4, 3x3) from 48 whole 4x4 tiles on (conv3_1 onwards only): 24x32 has 48, 20x32 40, 24x30 is not whole
+    # F(4x4, 3x3) from the area of 48 4x4 tiles on (conv3_1 onwards only), part tiles allowed
     assert [auto.algorithm(n, 24, 32) for n in convs] == ["direct"] + ["rows"] * 3 + ["4x4"] * 12
+    assert [auto.algorithm(n, 25, 31) for n in convs] == ["direct"] + ["rows"] * 3 + ["4x4"] * 12
     assert {auto.algorithm("conv4_2", *hw) for hw in ((20, 32), (24, 30), (12, 16))} == {"2d"}
     assert not any(direct.uses_winograd(n) for n in convs) and auto.uses_winograd("conv1_2")
     assert {direct.algorithm(n, 96, 128) for n in convs} == {"direct"}
 
 
 # (64, 32): even maps down to conv5, all F(2x2) from conv3; (52, 38): odd ones (conv3 13x9, conv5 3x2);
-# (128, 96): conv3_x on 32x24 maps, 48 whole 4x4 tiles, with F(4x4, 3x3).
-@pytest.mark.parametrize("shape,two_d", [((64, 32), "2d"), ((52, 38), "2d"), ((128, 96), "4x4")])
+# (128, 96): conv3_x on 32x24 maps, 48 whole 4x4 tiles, with F(4x4, 3x3); (124, 102): conv3_x on
+# 31x25 maps, F(4x4, 3x3) with part tiles at the bottom and the right.
+@pytest.mark.parametrize("shape,two_d", [((64, 32), "2d"), ((52, 38), "2d"), ((128, 96), "4x4"), ((124, 102), "4x4")])
 def test_winograd_network_agrees_with_the_direct_one(shape, two_d):
     auto, direct = random_vgg19(3, dtype="float64"), random_vgg19(3, dtype="float64", conv="direct")
     x = np.random.default_rng(5).normal(0, 50, (3,) + shape)
@@ -321,8 +323,9 @@ def _objective_gradient(net, size, seed=11):
     return value, grad.astype(np.float64)
 
 
-# every map even; odd maps (half tiles) from conv3 on; the bench size, with F(4x4, 3x3) on conv3_x and conv4_x
-@pytest.mark.parametrize("size", [(64, 64), (48, 40), (192, 256)])
+# every map even; odd maps (half tiles) from conv3 on; the bench size, with F(4x4, 3x3) on conv3_x and
+# conv4_x; a 3:2 picture, with part tiles of F(4x4, 3x3) on conv3_x (42x64)
+@pytest.mark.parametrize("size", [(64, 64), (48, 40), (192, 256), (170, 256)])
 def test_float32_gradient_of_the_whole_objective_is_within_1e_3_of_float64(size):
     # What stylize runs (float32, Winograd where chosen) against the exact objective (float64, nine
     # direct products everywhere), on the pretrained weights when there are any: relative error of the

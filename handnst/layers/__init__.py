@@ -136,7 +136,6 @@ from handnst.layers.winograd4x4 import (  # noqa: F401
     WINOGRAD4_AT,
     winograd_f43,
     winograd4x4_taps,
-    winograd4x4_supported,
     winograd4x4_scratch_shapes,
     conv3x3_winograd4x4_forward,
     conv3x3_winograd4x4_backward,

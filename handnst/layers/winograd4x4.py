@@ -28,8 +28,10 @@ with a flipped filter is flipping the input, correlating with the filter, and fl
 and flipping a map in this layout is a view with negative strides. So the backward pass runs the
 forward algorithm on reversed views of dY and of the output, with the same U read transposed.
 
-Only maps whose height and width are multiples of 4 are handled (every tile is whole); the others
-take F(2x2, 3x3).
+Maps whose sides are not multiples of 4 end in part tiles. On the right, the row transform's buffer
+has zero columns past the border, so the last tiles read zeros there; at the bottom, the rows of
+the last tile row are copied into a small grid of six rows with zeros below the border. A part
+tile's outputs beyond the map are simply not written.
 """
 
 from handnst.backend import array_module, gemm, split_run
@@ -76,22 +78,19 @@ def winograd4x4_taps(taps):
     return U.reshape(36, C, K)
 
 
-def winograd4x4_supported(H, W):
-    """Whether an H x W map splits into whole 4x4 tiles (the only case this module computes)."""
-    return H % 4 == 0 and W % 4 == 0 and H > 0 and W > 0
-
-
 def winograd4x4_scratch_shapes(H, W, C, K, chunk_bytes=24 << 20, itemsize=4):
-    """Shapes of the scratch buffers (R, Z, M, T) of conv3x3_winograd4x4_forward: the row transform,
-    the transformed input, the products and one temporary, for tile rows processed `rows` at a time
-    so that Z and M stay under about `chunk_bytes` each. The chunks are made equal (the products of a
-    short last chunk run slower), and big: a product needs a few hundred rows to run at full speed."""
-    tiles_h, tiles_w = H // 4, W // 4
-    most = max(1, min(tiles_h, chunk_bytes // (36 * tiles_w * max(C, K) * itemsize)))
-    chunks = -(-tiles_h // most)
-    rows = -(-tiles_h // chunks)
-    return ((6, rows, W + 2, C), (36, rows * tiles_w, C), (36, rows * tiles_w, K),
-            (rows, W + 2, max(C, K)))
+    """Shapes of the scratch buffers (R, Z, M, T, tail) of conv3x3_winograd4x4_forward: the row
+    transform (4 ceil(W / 4) + 2 columns, the last ones zero past the border), the transformed input,
+    the products, one temporary and the six-row grid of a part tile row at the bottom, for tile rows
+    processed `rows` at a time so that Z and M stay under about `chunk_bytes` each. The chunks of
+    whole tile rows are made equal (the products of a short last chunk run slower), and big: a
+    product needs a few hundred rows to run at full speed."""
+    whole, tiles_w = H // 4, -(-W // 4)
+    most = max(1, min(whole, chunk_bytes // (36 * tiles_w * max(C, K) * itemsize)))
+    chunks = max(1, -(-whole // most))
+    rows = max(1, -(-whole // chunks))
+    return ((6, rows, 4 * tiles_w + 2, C), (36, rows * tiles_w, C), (36, rows * tiles_w, K),
+            (rows, 4 * tiles_w + 2, max(C, K)), (6, W + 2, C))
 
 
 def _bt6(d, z, t):
@@ -126,7 +125,8 @@ def _bt6(d, z, t):
 
 
 def _at6(m, y, t):
-    """y[0..3] = A^T m for six arrays m (F(4, 3)'s output transform); m[1..4] are overwritten.
+    """y[0..3] = A^T m for six (rows, tiles, K) arrays m (F(4, 3)'s output transform); m[1..4] are
+    overwritten. An output y may hold fewer rows or tiles than m (part tiles at the map's edge).
 
     With s = m1 + m2, r = m1 - m2, s' = m3 + m4, r' = m3 - m4:
         y0 = m0 + s + s'    y1 = r + 2 r'    y2 = s + 4 s'    y3 = r + 8 r' + m5
@@ -134,30 +134,33 @@ def _at6(m, y, t):
     xp = array_module(t)
     m0, m1, m2, m3, m4, m5 = m
     y0, y1, y2, y3 = y
+
+    def part(a, y):       # the leading rows and columns of a that y holds (fewer at a part tile)
+        return a if a.shape == y.shape else a[:y.shape[0], :y.shape[1]]
     xp.subtract(m1, m2, out=t)                  # r
     m1 += m2                                    # s
     xp.subtract(m3, m4, out=m2)                 # r'
     m3 += m4                                    # s'
-    xp.multiply(m3, 4, out=y2)                  # (m4 is used up: y2 may be m4)
-    y2 += m1                                    # y2
-    xp.add(m0, m1, out=y0)
-    y0 += m3                                    # y0
-    xp.add(m2, m2, out=y1)
-    y1 += t                                     # y1 = r + 2 r'  (m1 is no longer needed)
+    xp.multiply(part(m3, y2), 4, out=y2)        # (m4 is used up: y2 may be m4)
+    y2 += part(m1, y2)                          # y2
+    xp.add(part(m0, y0), part(m1, y0), out=y0)
+    y0 += part(m3, y0)                          # y0
+    xp.add(part(m2, y1), part(m2, y1), out=y1)
+    y1 += part(t, y1)                           # y1 = r + 2 r'  (m1 is no longer needed)
     m2 *= 8
-    xp.add(m2, t, out=y3)
-    y3 += m5                                    # y3
+    xp.add(part(m2, y3), part(t, y3), out=y3)
+    y3 += part(m5, y3)                          # y3
 
 
 def _input_transform(grid, W, R, Z, T, i0, lo, hi):
     """Z[:, tiles of tile rows i0 + lo .. i0 + hi] = B^T d B, through R (the row transform)."""
-    tw = W // 4
+    tw = -(-W // 4)
     C = grid.shape[2]
     m = hi - lo
     a0, a1 = 4 * (i0 + lo), 4 * (i0 + hi)
     d = [grid[a0 + r: a1 + r: 4] for r in range(6)]          # (m, W + 2, C): input rows 4i + r
-    r = [R[a, lo:hi] for a in range(6)]
-    _bt6(d, r, T[lo:hi, :, :C])                              # along the rows
+    r = [R[a, lo:hi] for a in range(6)]                      # past column W + 1: zero, for part tiles
+    _bt6(d, [x[:, :W + 2] for x in r], T[lo:hi, :W + 2, :C])   # along the rows
     t = T[lo:hi].reshape(-1)[:m * tw * C].reshape(m, tw, C)
     for a in range(6):                                       # ... and along the columns, every 4th pixel
         c = [r[a][:, s: s + 4 * tw: 4] for s in range(6)]
@@ -167,7 +170,7 @@ def _input_transform(grid, W, R, Z, T, i0, lo, hi):
 
 def _output_transform(M, Yg, W, T, i0, lo, hi):
     """Y[output rows of tile rows i0 + lo .. i0 + hi] = A^T M A (M is overwritten on the way)."""
-    tw = W // 4
+    tw = -(-W // 4)
     K = M.shape[2]
     m = hi - lo
     mm = [M[k, lo * tw: hi * tw].reshape(m, tw, K) for k in range(36)]
@@ -179,13 +182,29 @@ def _output_transform(M, Yg, W, T, i0, lo, hi):
         _at6(col, y, t)
         rows_of.append(y)
     for p in range(4):                                       # along the columns, into every 4th output pixel
-        out_rows = Yg[4 * (i0 + lo) + p: 4 * (i0 + hi): 4]  # (m, W, K)
-        y = [out_rows[:, q::4] for q in range(4)]
+        out_rows = Yg[4 * (i0 + lo) + p: 4 * (i0 + hi): 4]  # (m, W, K), fewer rows in a part tile
+        y = [out_rows[:, q::4] for q in range(4)]           # one tile fewer where 4j + q >= W
         _at6([rows_of[b][p] for b in range(6)], y, t)
 
 
+def _tile_rows(grid, Yg, U, bias, scratch, i0, n, transpose, threads):
+    """Outputs of tile rows i0 .. i0 + n - 1 of Yg (H, W, K) from grid (H + 2, W + 2, C), one chunk."""
+    xp = array_module(grid)
+    R, Z, M, T = scratch[:4]
+    W, C, K = Yg.shape[1], grid.shape[2], Yg.shape[2]
+    tw = -(-W // 4)
+    split_run(lambda lo, hi: _input_transform(grid, W, R, Z, T, i0, lo, hi), n, threads,
+              work=9 * n * W * C, xp=xp)
+    if bias is not None:
+        M[7, :n * tw] = bias
+    for k in range(36):
+        gemm(Z[k, :n * tw], U[k], M[k, :n * tw], accumulate=(k == 7 and bias is not None), trans_b=transpose)
+    split_run(lambda lo, hi: _output_transform(M, Yg, W, T, i0, lo, hi), n, threads,
+              work=4 * n * W * K, xp=xp)
+
+
 def conv3x3_winograd4x4_forward(P, H, W, U, bias, out, relu=True, scratch=None, transpose=False, threads=2):
-    """conv3x3_forward computed with Winograd F(4x4, 3x3). U = winograd4x4_taps(taps); H, W multiples of 4.
+    """conv3x3_forward computed with Winograd F(4x4, 3x3). U = winograd4x4_taps(taps).
 
     Tile (i, j) makes outputs (4i .. 4i + 3, 4j .. 4j + 3) from padded input rows 4i .. 4i + 5 and
     columns 4j .. 4j + 5 (the map's zero border is the padding):
@@ -198,33 +217,28 @@ def conv3x3_winograd4x4_forward(P, H, W, U, bias, out, relu=True, scratch=None, 
     Column 1 of A^T is all ones, so m[1][1] reaches all 16 outputs with weight +1 and carries the bias.
     transpose=True computes the backward pass (bias None, relu False; see the module docstring): the
     same steps on reversed views of P and out, with every U[a, b] read transposed.
-    scratch: (R, Z, M, T) of winograd4x4_scratch_shapes(H, W, C_in, C_out) (allocated when None).
+    scratch: the buffers of winograd4x4_scratch_shapes(H, W, C_in, C_out) (allocated when None).
     """
     xp = array_module(P)
-    if not winograd4x4_supported(H, W):
-        raise ValueError(f"F(4x4, 3x3) needs a map whose sides are multiples of 4, got {H}x{W}")
     C = P.shape[1]
     K = U.shape[1] if transpose else U.shape[2]
     if scratch is None:
         scratch = [xp.empty(s, dtype=P.dtype) for s in winograd4x4_scratch_shapes(H, W, C, K, itemsize=P.itemsize)]
-    R, Z, M, T = scratch
+    R, tail = scratch[0], scratch[4]
     rows = R.shape[1]
-    tw = W // 4
+    R[:, :, W + 2:] = 0                # the right part tiles read zeros past the border
     grid = padded_grid(P, H, W)
     Yg = padded_grid(out, H, W)[1:H + 1, 1:W + 1]
     if transpose:
         grid, Yg = grid[::-1, ::-1], Yg[::-1, ::-1]
-    tiles_h = H // 4
-    for i0 in range(0, tiles_h, rows):
-        n = min(rows, tiles_h - i0)
-        split_run(lambda lo, hi: _input_transform(grid, W, R, Z, T, i0, lo, hi), n, threads,
-                  work=9 * n * W * C, xp=xp)
-        if bias is not None:
-            M[7, :n * tw] = bias
-        for k in range(36):
-            gemm(Z[k, :n * tw], U[k], M[k, :n * tw], accumulate=(k == 7 and bias is not None), trans_b=transpose)
-        split_run(lambda lo, hi: _output_transform(M, Yg, W, T, i0, lo, hi), n, threads,
-                  work=4 * n * W * K, xp=xp)
+    whole = H // 4
+    for i0 in range(0, whole, rows):
+        _tile_rows(grid, Yg, U, bias, scratch, i0, min(rows, whole - i0), transpose, threads)
+    if H > 4 * whole:                  # a part tile row: its rows and the border row, then zero rows
+        have = H + 2 - 4 * whole
+        tail[:have] = grid[4 * whole:]
+        tail[have:] = 0
+        _tile_rows(tail, Yg[4 * whole:], U, bias, scratch, 0, 1, transpose, threads)
     zero_border(out, H, W)
     if relu:
         relu_inplace(out[W + 3: W + 3 + H * (W + 2)], threads)

@@ -14,7 +14,7 @@ the weights; no weight gradients are ever computed here. Internally every map is
 padded channels-last layout of `layers/padded.py`, in buffers reused from one evaluation to the next.
 
 Each convolution runs with the algorithm that does the least work for its shape (`VGG19.algorithm`):
-Winograd F(4x4, 3x3) from conv3_1 on where the map splits into enough whole 4x4 tiles
+Winograd F(4x4, 3x3) from conv3_1 on where the map is big enough for 48 4x4 tiles
 (`layers.conv3x3_winograd4x4_forward`: 36 products for every 4x4 block of outputs instead of 144),
 F(2x2, 3x3) there otherwise (`layers.conv3x3_winograd2d_forward`: 16 for every 2x2 block instead of
 36), Winograd F(2, 3) along the rows for conv1_2 .. conv2_2 (`layers.conv3x3_winograd_forward`: 12
@@ -47,10 +47,10 @@ CONV_ALGORITHMS = ("auto", "direct")
 # Which convolution runs where (measured in time per layer, forward and backward, on 2 cores; see
 # the module docstring): every layer with 64 or more input channels runs a Winograd algorithm.
 # With 128+ channels in and 256+ out (conv3_1 onwards) it is two-dimensional: F(4x4, 3x3) where the
-# map has at least 48 whole 4x4 tiles (at 512x384, conv3_x 82 -> 56 ms and conv4_x 60 -> 38 ms per
-# forward pass against F(2x2, 3x3); at 256x192, conv3_x 19.6 -> 14.9 ms and conv4_x 16.1 -> 13.5 ms),
-# F(2x2, 3x3) on smaller maps (conv5_1 at 256x192, 12 tiles: 8.3 ms against 11.4) and on maps
-# whose sides are not multiples of 4. conv1_2 .. conv2_2 take F(2, 3) along the rows (0.68-0.77
+# map has the area of at least 48 4x4 tiles (at 512x384, conv3_x 82 -> 56 ms and conv4_x 60 -> 38 ms
+# per forward pass against F(2x2, 3x3); at 256x192, conv3_x 19.6 -> 14.9 ms and conv4_x 16.1 -> 13.5
+# ms; sides that are not multiples of 4 end in part tiles), F(2x2, 3x3) on smaller maps (conv5_1 at
+# 256x192, 12 tiles: 8.3 ms against 11.4). conv1_2 .. conv2_2 take F(2, 3) along the rows (0.68-0.77
 # of the direct time; there the two-dimensional transforms cost more than the products they save:
 # F(4x4, 3x3) measured 5-30% slower than F(2, 3) on conv1_2 and conv2_1, no faster on conv2_2; and
 # bigger tiles on these first layers cost float32 digits: F(4, 3) along the rows there took the
@@ -172,13 +172,12 @@ class VGG19:
     def algorithm(self, name, H=None, W=None):
         """How convolution `name` runs on an H x W map: "4x4" (Winograd F(4x4, 3x3)), "2d" (F(2x2, 3x3)),
         "rows" (Winograd F(2, 3) along the rows) or "direct" (nine products). Without a map size, the
-        choice for maps too small or too odd for F(4x4, 3x3)."""
+        choice for maps too small for F(4x4, 3x3)."""
         C, K = self._shape[canonical_layer(name)]
         if self.conv == "direct" or C < WINOGRAD_MIN_CHANNELS:
             return "direct"
         if min(C, K) >= WINOGRAD_2D_MIN_IN and K >= WINOGRAD_2D_MIN_OUT:
-            if (H is not None and W is not None and L.winograd4x4_supported(H, W)
-                    and (H // 4) * (W // 4) >= WINOGRAD_4X4_MIN_TILES):
+            if H is not None and W is not None and H * W >= 16 * WINOGRAD_4X4_MIN_TILES:
                 return "4x4"
             return "2d"
         return "rows"
