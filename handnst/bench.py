@@ -10,7 +10,7 @@ not a wall-clock time, which depends on the machine, but a *ratio*:
 
 A ratio near 1 means the evaluation runs at the speed of the BLAS it is built on; nothing written on
 top of that BLAS can do much better without doing fewer FLOPs. handnst does do fewer: from conv3_1 on
-the convolutions run with Winograd F(4x4, 3x3) on maps with enough whole 4x4 tiles (36 products for
+the convolutions run with Winograd F(4x4, 3x3) on maps big enough for 48 4x4 tiles (36 products for
 144, layers/winograd4x4.py) and F(2x2, 3x3) on the others (16 for 36, layers/winograd2d.py), conv1_2
 .. conv2_2 with Winograd F(2, 3) along the rows (12 for 18, layers/winograd.py); VGG19.algorithm
 says which runs where. The FLOPs counted stay those of the direct convolution, the work the result is
