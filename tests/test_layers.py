@@ -191,8 +191,7 @@ def test_winograd_convolution_in_float32_matches_the_direct_one():
 @pytest.mark.parametrize("kind", ["2d", "4x4"])
 @pytest.mark.parametrize("chunk", [1 << 16, 7])      # the float64 transform in one slice, and in slices of 7 (C, K) pairs
 def test_two_dimensional_winograd_taps_are_G_g_G_transposed(monkeypatch, kind, chunk):
-    monkeypatch.setattr(L.winograd2d, "TAPS_CHUNK", chunk)
-    monkeypatch.setattr(L.winograd4x4, "TAPS_CHUNK", chunk)
+    monkeypatch.setattr(L.winograd2d, "TAPS_CHUNK", chunk)      # both go through winograd2d.filter_transform
     taps_of, G, points = {"2d": (L.winograd2d_taps, L.WINOGRAD_G, 4), "4x4": (L.winograd4x4_taps, L.WINOGRAD4_G, 6)}[kind]
     r = rng(15)
     w = r.normal(size=(5, 4, 3, 3))

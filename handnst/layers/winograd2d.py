@@ -35,18 +35,24 @@ _FLIP = (3, 1, 2, 0)
 TAPS_CHUNK = 1 << 16
 
 
-def winograd2d_taps(taps):
-    """Taps (9, C, K) -> U (16, C, K): U[4a + b] = sum_uv G[a, u] G[b, v] taps[3u + v] (G g G^T per
-    channel pair), computed in float64 and rounded once, so it is as exact as the taps."""
+def filter_transform(taps, G):
+    """Taps (9, C, K) -> U (n * n, C, K) for a Winograd filter matrix G (n x 3):
+    U[n a + b] = sum_uv G[a, u] G[b, v] taps[3u + v] (G g G^T per channel pair), computed in float64
+    and rounded once, so it is as exact as the taps; in slices of TAPS_CHUNK (C, K) pairs."""
     xp = array_module(taps)
     _, C, K = taps.shape
-    G = xp.asarray(WINOGRAD_G, dtype=xp.float64)
-    T = xp.kron(G, G)                                           # (16, 9): [4a + b, 3u + v] = G[a, u] G[b, v]
+    G = xp.asarray(G, dtype=xp.float64)
+    T = xp.kron(G, G)                                           # (n n, 9): [n a + b, 3u + v] = G[a, u] G[b, v]
     flat = taps.reshape(9, -1)
-    U = xp.empty((16, C * K), dtype=taps.dtype)
+    U = xp.empty((T.shape[0], C * K), dtype=taps.dtype)
     for j in range(0, C * K, TAPS_CHUNK):     # in slices: no float64 copy of all the filters at once
         U[:, j:j + TAPS_CHUNK] = T @ flat[:, j:j + TAPS_CHUNK].astype(xp.float64)
-    return U.reshape(16, C, K)
+    return U.reshape(T.shape[0], C, K)
+
+
+def winograd2d_taps(taps):
+    """Taps (9, C, K) -> U (16, C, K): U[4a + b] = sum_uv G[a, u] G[b, v] taps[3u + v] (filter_transform)."""
+    return filter_transform(taps, WINOGRAD_G)
 
 
 def winograd2d_scratch_shapes(H, W, C, K, chunk_bytes=8 << 20, itemsize=4):

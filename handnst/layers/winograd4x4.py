@@ -37,7 +37,7 @@ tile's outputs beyond the map are simply not written.
 
 from handnst.backend import array_module, gemm, split_run
 from handnst.layers.padded import padded_grid, relu_inplace, zero_border
-from handnst.layers.winograd2d import TAPS_CHUNK
+from handnst.layers.winograd2d import filter_transform
 
 WINOGRAD4_BT = ((4, 0, -5, 0, 1, 0),
                 (0, -4, -4, 1, 1, 0),
@@ -66,17 +66,8 @@ def winograd_f43(d, g):
 
 
 def winograd4x4_taps(taps):
-    """Taps (9, C, K) -> U (36, C, K): U[6a + b] = sum_uv G[a, u] G[b, v] taps[3u + v] (G g G^T per
-    channel pair), computed in float64 and rounded once."""
-    xp = array_module(taps)
-    _, C, K = taps.shape
-    G = xp.asarray(WINOGRAD4_G, dtype=xp.float64)
-    T = xp.kron(G, G)                                           # (36, 9): [6a + b, 3u + v] = G[a, u] G[b, v]
-    flat = taps.reshape(9, -1)
-    U = xp.empty((36, C * K), dtype=taps.dtype)
-    for j in range(0, C * K, TAPS_CHUNK):     # in slices: no float64 copy of all the filters at once
-        U[:, j:j + TAPS_CHUNK] = T @ flat[:, j:j + TAPS_CHUNK].astype(xp.float64)
-    return U.reshape(36, C, K)
+    """Taps (9, C, K) -> U (36, C, K): U[6a + b] = sum_uv G[a, u] G[b, v] taps[3u + v] (filter_transform)."""
+    return filter_transform(taps, WINOGRAD4_G)
 
 
 def winograd4x4_scratch_shapes(H, W, C, K, chunk_bytes=24 << 20, itemsize=4):
