@@ -60,11 +60,13 @@ WINOGRAD_MIN_CHANNELS = 64
 WINOGRAD_2D_MIN_IN = 128
 WINOGRAD_2D_MIN_OUT = 256
 WINOGRAD_4X4_MIN_TILES = 48
-# algorithm -> (scratch shapes, forward, backward) of its kernels, all with the same signatures
+# algorithm -> (filter transform, scratch shapes, forward, backward) of its kernels, all with the same signatures
 WINOGRAD_KERNELS = {
-    "4x4": (L.winograd4x4_scratch_shapes, L.conv3x3_winograd4x4_forward, L.conv3x3_winograd4x4_backward),
-    "2d": (L.winograd2d_scratch_shapes, L.conv3x3_winograd2d_forward, L.conv3x3_winograd2d_backward),
-    "rows": (L.winograd_scratch_shapes, L.conv3x3_winograd_forward, L.conv3x3_winograd_backward),
+    "4x4": (L.winograd4x4_taps, L.winograd4x4_scratch_shapes, L.conv3x3_winograd4x4_forward,
+            L.conv3x3_winograd4x4_backward),
+    "2d": (L.winograd2d_taps, L.winograd2d_scratch_shapes, L.conv3x3_winograd2d_forward,
+           L.conv3x3_winograd2d_backward),
+    "rows": (L.winograd_taps, L.winograd_scratch_shapes, L.conv3x3_winograd_forward, L.conv3x3_winograd_backward),
 }
 
 
@@ -193,9 +195,8 @@ class VGG19:
         needed again (tens of milliseconds), so the kept filters never pass the 203 MB above."""
         kept = self._filters.get(name)
         if kept is None or kept[0] != how:
-            make = {"rows": L.winograd_taps, "2d": L.winograd2d_taps, "4x4": L.winograd4x4_taps}[how]
             self._filters.pop(name, None)
-            kept = self._filters[name] = (how, make(self._plain_taps(name)))
+            kept = self._filters[name] = (how, WINOGRAD_KERNELS[how][0](self._plain_taps(name)))
         return kept[1]
 
     def _scratch(self, shapes):
@@ -217,7 +218,7 @@ class VGG19:
             C, K = K, C
         how = self.algorithm(name, H, W)
         if how != "direct":
-            shapes, forward, backward_pass = WINOGRAD_KERNELS[how]
+            _, shapes, forward, backward_pass = WINOGRAD_KERNELS[how]
             scratch = self._scratch(shapes(H, W, C, K, itemsize=self.dtype.itemsize))
             U = self._transformed_filters(name, how)
             if backward:
