@@ -365,6 +365,37 @@ def test_network_pooling_equals_naive(xp, mode, H, W):
         np.testing.assert_array_equal(to_host(P_out), to_host(L.to_padded(L.from_padded(P_out, h, w))))
 
 
+@pytest.mark.parametrize("mode", ["avg", "max"])
+@pytest.mark.parametrize("H,W", [(12, 10), (9, 7)])
+def test_pool_relu_backward_in_place_is_pooling_then_the_relu_mask(xp, mode, H, W):
+    # Y is a ReLU output with many zeros and, for max pooling, ties (values on a coarse grid)
+    r = rng(14)
+    Y = L.to_padded(xp.asarray(np.maximum(np.round(r.normal(size=(5, H, W)) * 2), 0)))
+    dout = L.to_padded(xp.asarray(r.normal(size=(5, H // 2, W // 2))))
+    want = L.pool_backward_padded(dout, Y, H, W, xp.full(Y.shape, np.nan), mode)
+    L.relu_mask_backward(want, Y)
+    got = L.pool_relu_backward_in_place(dout, Y.copy(), H, W, mode, rows=2)   # several row blocks
+    np.testing.assert_array_equal(to_host(got), to_host(want))      # the border and a dropped row too
+
+
+@pytest.mark.parametrize("how,H,W,band", [("rows", 20, 9, 8), ("rows", 17, 6, 4), ("2d", 16, 10, 4),
+                                         ("2d", 15, 9, 8), ("4x4", 24, 14, 8), ("4x4", 21, 13, 12)])
+def test_convolution_in_place_by_bands_equals_the_whole_map(xp, how, H, W, band):
+    # the backward kernels of the network's Winograd algorithms, band by band over their own input
+    from handnst.networks.vgg import WINOGRAD_KERNELS
+    taps_of, _, _, backward = WINOGRAD_KERNELS[how]
+    r = rng(15)
+    C = 6
+    U = taps_of(xp.asarray(r.normal(size=(9, C, C))))
+    G = L.to_padded(xp.asarray(r.normal(size=(C, H, W))))
+    want = backward(G, H, W, U, xp.full(G.shape, np.nan))
+    scratch = xp.full(L.padded_length(band, W) * C, np.nan)
+    got = L.conv_in_place_by_bands(lambda Pb, h, out: backward(Pb, h, W, U, out), G, H, W, band, scratch)
+    assert got is G
+    np.testing.assert_allclose(to_host(got), to_host(want), rtol=1e-12, atol=1e-12 * float(abs(want).max()))
+    np.testing.assert_array_equal(to_host(L.zero_border(got.copy(), H, W)), to_host(got))   # border still zero
+
+
 @pytest.mark.parametrize("dtype,tol", [("float32", 2e-5), ("float64", 1e-12)])
 def test_network_conv_float32_and_float64(dtype, tol):
     r = rng(5)

@@ -313,6 +313,35 @@ def test_a_loss_at_a_pooled_map_still_reads_it_in_the_backward_pass():
     np.testing.assert_allclose(net.backward({"pool1": write, "conv2_1": g2}, layout="matrix"), want, rtol=1e-12)
 
 
+@pytest.mark.parametrize("pooling", ["avg", "max"])
+def test_backward_in_place_by_bands_gives_the_same_gradient(monkeypatch, pooling):
+    # The last convolution of each block convolves its gradient over its own map, band by band, when
+    # the map is at least two bands: here every block is (a few hundred bytes a band), with conv3_4 on
+    # F(4x4, 3x3) with part tiles (a 32x25 map). No buffer of a pooled block's size is made for it.
+    from handnst.networks import vgg
+    x = np.random.default_rng(16).normal(0, 50, (3, 128, 100))
+    layers = ["conv1_1", "conv2_1", "conv3_1", "conv4_2", "conv5_1"]
+    gradients = {}
+    for band_bytes in (1 << 40, 1 << 10):
+        monkeypatch.setattr(vgg, "BAND_BYTES", band_bytes)
+        net = random_vgg19(3, pooling=pooling, dtype="float64")
+        out = net.forward(x, layers)
+        grads = {n: np.random.default_rng(17).normal(size=v.shape) for n, v in out.items()}
+        gradients[band_bytes] = net.backward(grads)
+        grad_buffers = {key[1] for key in net._buffers if key[0] == "grad"}
+        block_maps = {(vgg.L.padded_length(128 >> s, 100 >> s), 64 << s) for s in range(4)}   # conv1_2 .. conv4_4
+        if band_bytes < 1 << 40:
+            assert not grad_buffers & block_maps and "band" in net._buffers
+            assert net.algorithm("conv3_4", 32, 25) == "4x4"
+        else:
+            assert block_maps <= grad_buffers and "band" not in net._buffers
+    small, whole = gradients[1 << 10], gradients[1 << 40]
+    np.testing.assert_allclose(small, whole, rtol=1e-11, atol=1e-12 * float(abs(whole).max()))
+    ref, caches = reference_forward(net, x, "conv5_1")
+    want = reference_backward(net, caches, grads)
+    np.testing.assert_allclose(small, want, rtol=1e-9, atol=1e-12 * float(abs(want).max()))
+
+
 def _objective_gradient(net, size, seed=11):
     from handnst.losses import StyleTransferLoss
     rng = np.random.default_rng(seed)

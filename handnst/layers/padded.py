@@ -310,3 +310,85 @@ def pool_backward_padded(dout, P, H, W, out, mode="avg"):
             taken |= winner
     split_run(part, H2, work=out.size, xp=xp)
     return out
+
+
+def pool_relu_backward_in_place(dout, Y, H, W, mode="avg", rows=8):
+    """The gradient through a 2x2/2 pooling and the ReLU before it, written over the ReLU's output Y.
+
+    Y: the padded H x W map that pool_forward_padded read (a convolution's output after its ReLU);
+    dout: the gradient at the pool's output (an H//2 x W//2 padded map). Each window member y gets
+
+        average:  dout / 4 * [y > 0]
+        max:      dout * [y > 0] if y is the first member (reading order) equal to the window's
+                  maximum, else 0
+
+    i.e. pool_backward_padded followed by relu_mask_backward with Y's mask. Every window is read
+    before it is written and no two windows overlap, so Y itself can take the result: the network
+    needs no buffer for the gradient of the map (68 MB after conv1_2 at 512x512) and makes one pass
+    over it instead of two. Y is used up: it holds the gradient afterwards. A dropped odd row or
+    column gets zero, and the border stays zero. The windows are done `rows` window rows at a time,
+    so that the temporaries stay in cache.
+    """
+    xp = array_module(dout)
+    H2, W2 = H // 2, W // 2
+    d_in = padded_grid(dout, H2, W2)[1:H2 + 1, 1:W2 + 1]
+    grid = padded_grid(Y, H, W)
+    if 2 * H2 != H:
+        grid[H] = 0                      # image row H - 1, which no window covers
+    if 2 * W2 != W:
+        grid[:, W] = 0
+    inner = grid[1:2 * H2 + 1, 1:2 * W2 + 1].reshape(H2, 2, W2, 2, -1)
+
+    def part(lo, hi):
+        for r in range(lo, hi, rows):
+            s = slice(r, min(r + rows, hi))
+            if mode == "avg":
+                quarter = xp.multiply(d_in[s, :, None, :], 0.25)
+                for u in (0, 1):
+                    y = inner[s, u]
+                    xp.multiply(quarter, y > 0, out=y)
+                continue
+            members = [inner[s, u, :, v] for u in (0, 1) for v in (0, 1)]
+            top = xp.maximum(xp.maximum(members[0], members[1]), xp.maximum(members[2], members[3]))
+            d = d_in[s] * (top > 0)      # the winner's ReLU mask: it is the maximum
+            taken = xp.zeros(top.shape, dtype=bool)
+            for y in members:
+                winner = (y == top) & ~taken     # read y before it is overwritten
+                taken |= winner
+                xp.multiply(d, winner, out=y)
+    split_run(part, H2, work=Y.size, xp=xp)
+    return Y
+
+
+def conv_in_place_by_bands(conv, P, H, W, band, scratch):
+    """Run a 3x3 convolution (padding 1) of padded map P with as many channels out as in, writing the
+    result over P itself, `band` image rows at a time (the network's backward pass does this to
+    need no second buffer of the map's size).
+
+    conv(Pb, h, out) must compute the convolution of the h-row padded map Pb into `out`
+    (padded_length(h, W) rows) reading Pb's top and bottom border rows as data, as the Winograd
+    kernels do (conv3x3_backward does not: it scatters from the interior rows only).
+
+    Why it works: output rows a .. b-1 need the input rows a-1 .. b, i.e. padded rows a .. b+1.
+    P's rows a .. b+1 *are* a padded map of height b - a whose border rows are those two
+    neighbouring rows, so the band's convolution gives exactly the whole map's rows a .. b-1. Its
+    result goes to `scratch` (a flat array of at least padded_length(band, W) * C elements) and is
+    copied back at once, except its last row: the next band still reads that row (padded row b) as
+    its top border, so it is held aside and written after the next band has run.
+    """
+    Wp, C = W + 2, P.shape[1]
+    grid = padded_grid(P, H, W)
+    pending = None                                      # (padded row, the band's last output row)
+    for a in range(0, H, band):
+        b = min(a + band, H)
+        h = b - a
+        out = scratch[:padded_length(h, W) * C].reshape(-1, C)
+        conv(P[a * Wp:(b + 2) * Wp + 2], h, out)
+        if pending is not None:
+            grid[pending[0]] = pending[1]
+        result = padded_grid(out, h, W)
+        grid[a + 1:b] = result[1:h]
+        pending = (b, result[h].copy())
+    if pending is not None:
+        grid[pending[0]] = pending[1]
+    return P

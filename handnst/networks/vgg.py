@@ -60,6 +60,10 @@ WINOGRAD_MIN_CHANNELS = 64
 WINOGRAD_2D_MIN_IN = 128
 WINOGRAD_2D_MIN_OUT = 256
 WINOGRAD_4X4_MIN_TILES = 48
+# The backward pass convolves the gradient of the last convolution of a block in place, this many
+# bytes of rows at a time (see VGG19._conv_backward_in_place): the band buffer replaces one of the
+# map's size (68 MB after conv1_2 at 512x512), and maps smaller than two bands keep a buffer.
+BAND_BYTES = 8 << 20
 # algorithm -> (filter transform, scratch shapes, forward, backward) of its kernels, all with the same signatures
 WINOGRAD_KERNELS = {
     "4x4": (L.winograd4x4_taps, L.winograd4x4_scratch_shapes, L.conv3x3_winograd4x4_forward,
@@ -199,24 +203,31 @@ class VGG19:
             kept = self._filters[name] = (how, WINOGRAD_KERNELS[how][0](self._plain_taps(name)))
         return kept[1]
 
+    def _arena(self, key, size):
+        """A flat buffer of at least `size` elements that only grows (shared by all layers)."""
+        arena = self._buffers.get(key)
+        if arena is None or arena.size < size:
+            self._buffers.pop(key, None)
+            arena = self._buffers[key] = self.xp.empty(size, dtype=self.dtype)
+        return arena
+
     def _scratch(self, shapes):
         """Views of the given shapes carved from one flat buffer that only grows (shared by all layers)."""
         sizes = [math.prod(shape) for shape in shapes]
-        arena = self._buffers.get("winograd")
-        if arena is None or arena.size < sum(sizes):
-            self._buffers.pop("winograd", None)
-            arena = self._buffers["winograd"] = self.xp.empty(sum(sizes), dtype=self.dtype)
+        arena = self._arena("winograd", sum(sizes))
         views, start = [], 0
         for shape, size in zip(shapes, sizes):
             views.append(arena[start:start + size].reshape(shape))
             start += size
         return views
 
-    def _conv(self, name, P, H, W, out, backward=False):
+    def _conv(self, name, P, H, W, out, backward=False, how=None):
+        """One convolution pass; `how` overrides the algorithm chosen for an H x W map (a band of a
+        bigger map keeps the algorithm, and the transformed filters, of the whole map)."""
         C, K = self._shape[name]
         if backward:
             C, K = K, C
-        how = self.algorithm(name, H, W)
+        how = how or self.algorithm(name, H, W)
         if how != "direct":
             _, shapes, forward, backward_pass = WINOGRAD_KERNELS[how]
             scratch = self._scratch(shapes(H, W, C, K, itemsize=self.dtype.itemsize))
@@ -228,6 +239,24 @@ class VGG19:
         if backward:
             return L.conv3x3_backward(P, H, W, taps, out)
         return L.conv3x3_forward(P, H, W, taps, self._bias[name], out)
+
+    def _conv_backward_in_place(self, name, G, H, W):
+        """dL/dP of convolution `name` from its masked output gradient G, written over G (a map of
+        the forward pass that is dead now), BAND_BYTES of rows at a time. A map smaller than two
+        bands, the direct algorithm (its backward pass scatters from the interior rows only, which a
+        band cannot do) and a layer with other channel counts in and out use a buffer instead."""
+        C, K = self._shape[name]
+        how = self.algorithm(name, H, W)
+        row_bytes = (W + 2) * C * self.dtype.itemsize
+        bands = -(-H * row_bytes // BAND_BYTES)                   # ceil
+        if C != K or how == "direct" or bands < 2:
+            out = self._buffer(("grad", G.shape), *G.shape)
+            return self._conv_backward(name, G, H, W, out)
+        band = -(-H // bands)
+        band += -band % 4                                        # whole tiles of every Winograd algorithm
+        scratch = self._arena("band", L.padded_length(band, W) * C)
+        return L.conv_in_place_by_bands(lambda Pb, h, out: self._conv(name, Pb, h, W, out, backward=True, how=how),
+                                        G, H, W, band, scratch)
 
     def _conv_forward(self, name, P, H, W, out):
         return self._conv(name, P, H, W, out)
@@ -332,6 +361,7 @@ class VGG19:
         # price of one backward pass per forward pass.
         self._state = None
         g = None
+        masked = False        # whether g already has the ReLU mask of the convolution it belongs to
         clock = self._clock()
         for index in range(lowest, -1, -1):
             name = LAYER_ORDER[index]
@@ -351,9 +381,15 @@ class VGG19:
             if g is None:
                 continue
             if name.startswith("conv"):
-                L.relu_mask_backward(g, P)
+                if not masked:
+                    L.relu_mask_backward(g, P)
+                masked = False
                 rows, C = L.padded_length(H, W), self._shape[name][0]
                 below = LAYER_ORDER[index - 1] if index else None
+                if g is P:              # the pool above wrote the gradient over this map
+                    g = self._conv_backward_in_place(name, g, H, W)
+                    clock("backward", name)
+                    continue
                 if P.shape == (rows, C):
                     out = P
                 elif below and below.startswith("pool") and below not in given and maps[below][0].shape == (rows, C):
@@ -362,9 +398,15 @@ class VGG19:
                     out = self._buffer(("grad", (rows, C)), rows, C)
                 g = self._conv_backward(name, g, H, W, out)
             else:
-                below, Hb, Wb = maps[LAYER_ORDER[index - 1]]
-                out = self._buffer(("grad", below.shape), *below.shape)
-                g = L.pool_backward_padded(g, below, Hb, Wb, out, self.pooling)
+                below_name = LAYER_ORDER[index - 1]
+                below, Hb, Wb = maps[below_name]
+                if below_name in given:
+                    # A loss at the map below still needs the map (a Gram gradient reads it): keep it.
+                    out = self._buffer(("grad", below.shape), *below.shape)
+                    g = L.pool_backward_padded(g, below, Hb, Wb, out, self.pooling)
+                else:
+                    g = L.pool_relu_backward_in_place(g, below, Hb, Wb, self.pooling)
+                    masked = True
             clock("backward", name)
         return L.from_padded(g, H0, W0)
 
