@@ -122,6 +122,19 @@ def test_bounds_are_respected_exactly_without_clipping_afterwards():
     assert any(np.array_equal(result.x, x) for x in f.xs)
 
 
+def test_bounds_reach_scipy_as_shared_pairs_with_the_same_values():
+    from scipy.optimize._constraints import old_bound_to_new     # what scipy's L-BFGS-B does with them
+    from handnst.optimize import _bounds_for_scipy
+    lo = np.repeat([-103.9, -116.8, -np.inf], 50)
+    hi = np.repeat([151.1, 138.2, 131.3], 50)
+    shared = _bounds_for_scipy(lo, hi)
+    assert isinstance(shared, list) and len(shared) == 150 and len({id(pair) for pair in shared}) == 3
+    for got in (old_bound_to_new(shared), old_bound_to_new(_bounds_for_scipy(lo, hi, most_shared=2))):
+        np.testing.assert_array_equal(got[0], lo)
+        np.testing.assert_array_equal(got[1], hi)
+    assert isinstance(_bounds_for_scipy(lo, hi, most_shared=2), np.ndarray)     # too many distinct pairs
+
+
 def test_x0_outside_the_box_is_projected_before_the_first_evaluation():
     f = Recorder(quadratic(np.zeros(SHAPE, np.float32)))
     minimize(f, np.full(SHAPE, 10.0, np.float32), method="lbfgs", iters=5, bounds=BOX)
