@@ -87,8 +87,13 @@ def test_pool_drops_odd_row_and_column():
 
 @pytest.mark.parametrize("C", [3, 8, 20])
 @pytest.mark.parametrize("relu", [False, True])
-def test_network_conv3x3_equals_naive(xp, C, relu):
-    # The padded channels-last kernel the network runs (both of its branches: C < 16 uses im2col)
+@pytest.mark.parametrize("bands", [False, True])
+def test_network_conv3x3_equals_naive(xp, C, relu, bands, monkeypatch):
+    # The padded channels-last kernel the network runs (both of its branches: C < 16 uses im2col,
+    # band by band: with bands=True, bands of four padded rows, the last one shorter)
+    if bands:
+        monkeypatch.setattr(L.padded, "IM2COL_CHUNK_BYTES", 4 * 7 * (9 * C + 1) * 8)
+        monkeypatch.setattr(L.padded, "IM2COL_BACKWARD_CHUNK_BYTES", 4 * 7 * 9 * C * 8)
     r = rng(3)
     H, W, K = 6, 5, 7
     x = xp.asarray(r.normal(size=(C, H, W)))
