@@ -548,7 +548,8 @@ def format_layers(result):
     return lines
 
 
-ALGORITHM_NAMES = {"4x4": "Winograd F(4x4, 3x3)", "2d": "Winograd F(2x2, 3x3)", "rows": "Winograd F(2, 3) along the rows", "direct": "nine GEMMs"}
+ALGORITHM_NAMES = {"4x4": "Winograd F(4x4, 3x3)", "2d": "Winograd F(2x2, 3x3)", "rows": "Winograd F(2, 3) along the rows",
+                   "direct": "direct (one im2col product below 16 channels, else nine GEMMs)"}
 
 
 def _algorithms_line(algorithms):

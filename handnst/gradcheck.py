@@ -237,6 +237,40 @@ def _padded_checks(xp, rng, seed):
             return L.from_padded(L.pool_backward_padded(L.to_padded(r), P, h, w, out, mode), h, w)
 
         checks.append((f"{mode} pool network", lambda f=fwd, g=bwd, z=inp: _layer_check(f, g, z, seed), LAYER_TOLERANCE))
+    # ReLU then pooling, its gradient written over the ReLU's output (the backward pass of a block's
+    # last convolution): inputs away from the kink and, for max, with clear window maxima.
+    kinked = _away_from_kinks(xp, rng, (3, 7, 6))
+    for mode, inp in (("avg", kinked), ("max", _distinct_windows(xp, rng, (3, 7, 6)) - 0.95)):
+        def fwd(z, mode=mode):
+            C, h, w = z.shape
+            Y = L.to_padded(xp.maximum(z, 0))
+            out = xp.empty((L.padded_length(h // 2, w // 2), C))
+            return L.from_padded(L.pool_forward_padded(Y, h, w, out, mode), h // 2, w // 2), Y
+
+        def bwd(r, Y, mode=mode, shape=inp.shape):
+            _, h, w = shape
+            return L.from_padded(L.pool_relu_backward_in_place(L.to_padded(r), Y.copy(), h, w, mode, rows=1), h, w)
+
+        checks.append((f"ReLU + {mode} pool network, in place", lambda f=fwd, g=bwd, z=inp: _layer_check(f, g, z, seed),
+                       LAYER_TOLERANCE))
+    # The backward pass of F(4x4, 3x3) over its own input, bands of 4 rows of a 9-row map (the last
+    # band a part tile): what the network runs for a block's last convolution.
+    C = 6
+    U = L.winograd4x4_taps(L.conv_taps(xp.asarray(rng.normal(size=(C, C, 3, 3)))))
+    x6 = xp.asarray(rng.normal(size=(C, 9, 7)))
+
+    def fwd(z):
+        out = xp.empty((L.padded_length(9, 7), C))
+        return L.from_padded(L.conv3x3_winograd4x4_forward(L.to_padded(z), 9, 7, U, None, out, relu=False), 9, 7), None
+
+    def bwd(r, cache):
+        G = L.to_padded(r)
+        scratch = xp.empty(L.padded_length(4, 7) * C)
+        conv = lambda Pb, h, out: L.conv3x3_winograd4x4_backward(Pb, h, 7, U, out)   # noqa: E731
+        return L.from_padded(L.conv_in_place_by_bands(conv, G, 9, 7, 4, scratch), 9, 7)
+
+    checks.append(("conv3x3 Winograd F(4x4,3x3) in place by bands dx", lambda: _layer_check(fwd, bwd, x6, seed),
+                   LAYER_TOLERANCE))
     return checks
 
 

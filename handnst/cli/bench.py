@@ -46,8 +46,9 @@ def add_cli_arguments(parser):
                         help="weights file, or 'random' (default: the file handnst finds, else random; "
                              "timings do not depend on the weight values)")
     parser.add_argument("--conv", default="auto", choices=list(CONV_CHOICES),
-                        help="auto: Winograd F(2x2, 3x3) from conv3_1 on, F(2, 3) along the rows for "
-                             "conv1_2 .. conv2_2, nine GEMMs for conv1_1: what stylize runs (the default); "
+                        help="auto: from conv3_1 on Winograd F(4x4, 3x3) on maps of 48 4x4 tiles or more "
+                             "and F(2x2, 3x3) on smaller ones, F(2, 3) along the rows for conv1_2 .. conv2_2, "
+                             "one im2col product for conv1_1: what stylize runs (the default); "
                              "direct: nine GEMMs for every convolution")
     parser.add_argument("--torch", action="store_true",
                         help="also time the same objective in PyTorch (if installed), in turns with handnst in "
