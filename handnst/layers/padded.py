@@ -136,10 +136,11 @@ def _im2col_forward(P, W, taps, bias, Y, relu):
     weights = xp.concatenate([taps.reshape(9 * C, K), bias.reshape(1, K).astype(taps.dtype)])
     rows = max(1, IM2COL_CHUNK_BYTES // ((9 * C + 1) * P.itemsize * Wp)) * Wp    # whole padded rows
     flat = xp.empty((9 * C + 1) * min(rows, N), dtype=P.dtype)
+    offsets = _tap_offsets(W)
     for r0 in range(0, N, rows):
         n = min(rows, N - r0)
         colsT = flat[:(9 * C + 1) * n].reshape(9 * C + 1, n)         # contiguous, also for the last band
-        for t, o in enumerate(_tap_offsets(W)):
+        for t, o in enumerate(offsets):
             colsT[t * C:(t + 1) * C] = X[:, r0 + o:r0 + o + n]
         colsT[9 * C] = 1
         band = Y[r0:r0 + n]

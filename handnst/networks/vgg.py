@@ -361,7 +361,6 @@ class VGG19:
         # price of one backward pass per forward pass.
         self._state = None
         g = None
-        masked = False        # whether g already has the ReLU mask of the convolution it belongs to
         clock = self._clock()
         for index in range(lowest, -1, -1):
             name = LAYER_ORDER[index]
@@ -381,15 +380,14 @@ class VGG19:
             if g is None:
                 continue
             if name.startswith("conv"):
-                if not masked:
-                    L.relu_mask_backward(g, P)
-                masked = False
-                rows, C = L.padded_length(H, W), self._shape[name][0]
-                below = LAYER_ORDER[index - 1] if index else None
-                if g is P:              # the pool above wrote the gradient over this map
+                if g is P:
+                    # The pool above wrote the gradient over this map, ReLU mask included.
                     g = self._conv_backward_in_place(name, g, H, W)
                     clock("backward", name)
                     continue
+                L.relu_mask_backward(g, P)
+                rows, C = L.padded_length(H, W), self._shape[name][0]
+                below = LAYER_ORDER[index - 1] if index else None
                 if P.shape == (rows, C):
                     out = P
                 elif below and below.startswith("pool") and below not in given and maps[below][0].shape == (rows, C):
@@ -406,7 +404,6 @@ class VGG19:
                     g = L.pool_backward_padded(g, below, Hb, Wb, out, self.pooling)
                 else:
                     g = L.pool_relu_backward_in_place(g, below, Hb, Wb, self.pooling)
-                    masked = True
             clock("backward", name)
         return L.from_padded(g, H0, W0)
 
