@@ -114,9 +114,10 @@ def conv3x3_forward(P, H, W, taps, bias, out, relu=True, im2col_below=16):
 
 
 # Bands of the im2col path (the 3-channel image), measured at 512x384 on 2 cores: the forward pass
-# fuses bias and ReLU into each band, 20.5 ms against 27.6 for the whole map at once (24 ms with 4 MB
-# bands); the backward pass gains no time from bands (its product wants them big) but no longer makes
-# its (27, N) matrix at once, the highest peak of a 512x512 evaluation (28 MB on top of the maps).
+# fuses bias and ReLU into each band, 20.5-20.6 ms against 22.9-27.6 for the whole map at once (24 ms
+# with 4 MB bands); the backward pass gains no time from bands (its product wants them big) but no
+# longer makes its (27, N) matrix at once, the highest peak of a 512x512 evaluation (28 MB on top of
+# the maps).
 IM2COL_CHUNK_BYTES = 1 << 20
 IM2COL_BACKWARD_CHUNK_BYTES = 8 << 20
 
