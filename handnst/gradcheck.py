@@ -253,6 +253,15 @@ def _padded_checks(xp, rng, seed):
 
         checks.append((f"ReLU + {mode} pool network, in place", lambda f=fwd, g=bwd, z=inp: _layer_check(f, g, z, seed),
                        LAYER_TOLERANCE))
+
+    # The same for average pooling from the ReLU's mask alone, into room that held something else
+    # (conv1_2 and conv3_4 in the network keep only their masks).
+    def bwd_from_mask(r, Y, shape=kinked.shape):
+        _, h, w = shape
+        room = xp.full(Y.shape, xp.nan)
+        return L.from_padded(L.pool_relu_backward_from_mask(L.to_padded(r), Y > 0, h, w, room, rows=1), h, w)
+    checks.append(("ReLU + avg pool network, from the mask", lambda f=fwd, z=kinked: _layer_check(
+        lambda q: f(q, mode="avg"), bwd_from_mask, z, seed), LAYER_TOLERANCE))
     # The backward pass of F(4x4, 3x3) over its own input, bands of 4 rows of a 9-row map (the last
     # band a part tile): what the network runs for a block's last convolution.
     C = 6

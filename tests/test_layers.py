@@ -383,6 +383,55 @@ def test_pool_relu_backward_in_place_is_pooling_then_the_relu_mask(xp, mode, H, 
     np.testing.assert_array_equal(to_host(got), to_host(want))      # the border and a dropped row too
 
 
+@pytest.mark.parametrize("H,W", [(12, 10), (9, 7), (2, 3)])
+def test_pool_relu_backward_from_a_mask_equals_the_pass_over_the_map(xp, H, W):
+    # The network keeps only [Y > 0] of some maps and writes their gradient into memory that held
+    # something else: the values, the zero border and a dropped odd row or column must all be made.
+    r = rng(18)
+    Y = L.to_padded(xp.asarray(np.maximum(np.round(r.normal(size=(5, H, W)) * 2), 0)))
+    dout = L.to_padded(xp.asarray(r.normal(size=(5, H // 2, W // 2))))
+    want = L.pool_relu_backward_in_place(dout, Y.copy(), H, W, "avg")
+    room = xp.full(Y.shape, np.nan)
+    got = L.pool_relu_backward_from_mask(dout, Y > 0, H, W, room, rows=2)      # several row blocks
+    assert got is room
+    np.testing.assert_array_equal(to_host(got), to_host(want))
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+def test_winograd4x4_row_transform_may_live_in_the_products_memory(transpose):
+    # VGG19 carves the row transform R out of the products M (SCRATCH_SHARED). The products of one
+    # chunk then overwrite R's zero columns, which the part tiles of the next chunk read: each
+    # chunk must zero them again. Several chunks of 2 tile rows, part tiles right and below.
+    r = rng(19)
+    H, W, C, K = 21, 13, 4, 5
+    if transpose:
+        C, K = K, C
+    P = L.to_padded(r.normal(size=(C, H, W)))
+    taps = r.normal(size=(9, K, C) if transpose else (9, C, K))
+    U = L.winograd4x4_taps(taps)
+    tw = -(-W // 4)
+    shapes = L.winograd4x4_scratch_shapes(H, W, C, K, chunk_bytes=2 * 36 * tw * max(C, K) * 8, itemsize=8)
+    assert shapes[0][1] == 2 and (0, 2) in L.winograd4x4.SCRATCH_SHARED
+    separate = [np.full(s, np.nan) for s in shapes]
+    shared = [np.full(s, np.nan) for s in shapes]
+    size_r = int(np.prod(shapes[0]))
+    assert size_r <= shared[2].size
+    shared[0] = shared[2].reshape(-1)[:size_r].reshape(shapes[0])
+    out_separate, out_shared = (np.full((L.padded_length(H, W), K), np.nan) for _ in range(2))
+    direct = np.full((L.padded_length(H, W), K), np.nan)
+    if transpose:
+        want = L.conv3x3_winograd4x4_backward(P, H, W, U, out_separate, scratch=separate)
+        got = L.conv3x3_winograd4x4_backward(P, H, W, U, out_shared, scratch=shared)
+        truth = L.conv3x3_backward(P, H, W, taps, direct)
+    else:
+        bias = r.normal(size=K)
+        want = L.conv3x3_winograd4x4_forward(P, H, W, U, bias, out_separate, scratch=separate)
+        got = L.conv3x3_winograd4x4_forward(P, H, W, U, bias, out_shared, scratch=shared)
+        truth = L.conv3x3_forward(P, H, W, taps, bias, direct)
+    np.testing.assert_allclose(L.from_padded(got, H, W), L.from_padded(truth, H, W), rtol=1e-10, atol=1e-10)
+    np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.parametrize("how,H,W,band", [("rows", 20, 9, 8), ("rows", 17, 6, 4), ("2d", 16, 10, 4),
                                          ("2d", 15, 9, 8), ("4x4", 24, 14, 8), ("4x4", 21, 13, 12)])
 def test_convolution_in_place_by_bands_equals_the_whole_map(xp, how, H, W, band):

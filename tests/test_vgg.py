@@ -342,6 +342,49 @@ def test_backward_in_place_by_bands_gives_the_same_gradient(monkeypatch, pooling
     np.testing.assert_allclose(small, want, rtol=1e-9, atol=1e-12 * float(abs(want).max()))
 
 
+@pytest.mark.parametrize("pooling", ["avg", "max"])
+def test_block_last_maps_kept_as_masks_change_nothing(monkeypatch, pooling):
+    # With average pooling conv1_2 and conv3_4 keep only their ReLU masks, their maps written into
+    # the next block's (MASK_ONLY). Responses and gradient are the same bits as with every map kept.
+    from handnst.networks import vgg
+    x = np.random.default_rng(20).normal(0, 50, (3, 64, 50))
+    layers = ["conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv4_2", "conv5_1"]
+    runs = {}
+    for mask_only in (dict(vgg.MASK_ONLY), {}):
+        monkeypatch.setattr(vgg, "MASK_ONLY", mask_only)
+        net = random_vgg19(3, pooling=pooling, dtype="float64")
+        out = net.forward(x, layers)
+        grads = {n: np.random.default_rng(21).normal(size=v.shape) for n, v in out.items()}
+        runs[bool(mask_only)] = (out, net.backward(grads), set(net._buffers))
+    (out, grad, kept), (plain_out, plain_grad, plain_kept) = runs[True], runs[False]
+    for n in layers:
+        np.testing.assert_array_equal(out[n], plain_out[n])
+    np.testing.assert_array_equal(grad, plain_grad)
+    masks = {("mask", "conv1_2"), ("mask", "conv3_4")}
+    if pooling == "avg":
+        assert masks <= kept and not {"conv1_2", "conv3_4", "conv2_1", "conv4_1"} & kept
+    else:                                  # max pooling's backward pass reads the values: all kept
+        assert not masks & kept and kept == plain_kept
+
+
+def test_a_map_kept_as_a_mask_still_takes_a_gradient(monkeypatch):
+    # conv1_2 was not asked for, so only its mask is kept; a gradient may still be given there.
+    from handnst.networks import vgg
+    x = np.random.default_rng(22).normal(0, 50, (3, 40, 36))
+    grads = {}
+    results = []
+    for mask_only in (dict(vgg.MASK_ONLY), {}):
+        monkeypatch.setattr(vgg, "MASK_ONLY", mask_only)
+        net = random_vgg19(4, dtype="float64")
+        out = net.forward(x, ["conv3_1"])
+        assert (("mask", "conv1_2") in net._buffers) == bool(mask_only)
+        shape = net.map_shape("conv1_2")
+        grads = {"conv1_2": np.random.default_rng(23).normal(size=(64, *shape)),
+                 "conv3_1": np.random.default_rng(24).normal(size=out["conv3_1"].shape)}
+        results.append(net.backward(grads))
+    np.testing.assert_array_equal(results[0], results[1])
+
+
 def _objective_gradient(net, size, seed=11):
     from handnst.losses import StyleTransferLoss
     rng = np.random.default_rng(seed)

@@ -79,6 +79,7 @@ from handnst.layers.padded import (  # noqa: F401
     relu_mask_backward,
     pool_forward_padded,
     pool_backward_padded,
+    pool_relu_backward_from_mask,
     pool_relu_backward_in_place,
     conv_in_place_by_bands,
 )

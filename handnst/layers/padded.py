@@ -349,6 +349,19 @@ def pool_backward_padded(dout, P, H, W, out, mode="avg"):
     return out
 
 
+def _windows_written(dout, out, H, W):
+    """(dout's interior (H2, W2, C), out's 2x2 windows (H2, 2, W2, 2, C)) for a pool's backward pass
+    written into the padded H x W map `out`, whose odd row or column, which no window covers, is zeroed."""
+    H2, W2 = H // 2, W // 2
+    grid = padded_grid(out, H, W)
+    if 2 * H2 != H:
+        grid[H] = 0                      # image row H - 1
+    if 2 * W2 != W:
+        grid[:, W] = 0
+    return (padded_grid(dout, H2, W2)[1:H2 + 1, 1:W2 + 1],
+            grid[1:2 * H2 + 1, 1:2 * W2 + 1].reshape(H2, 2, W2, 2, -1))
+
+
 def pool_relu_backward_in_place(dout, Y, H, W, mode="avg", rows=8):
     """The gradient through a 2x2/2 pooling and the ReLU before it, written over the ReLU's output Y.
 
@@ -367,14 +380,8 @@ def pool_relu_backward_in_place(dout, Y, H, W, mode="avg", rows=8):
     so that the temporaries stay in cache.
     """
     xp = array_module(dout)
-    H2, W2 = H // 2, W // 2
-    d_in = padded_grid(dout, H2, W2)[1:H2 + 1, 1:W2 + 1]
-    grid = padded_grid(Y, H, W)
-    if 2 * H2 != H:
-        grid[H] = 0                      # image row H - 1, which no window covers
-    if 2 * W2 != W:
-        grid[:, W] = 0
-    inner = grid[1:2 * H2 + 1, 1:2 * W2 + 1].reshape(H2, 2, W2, 2, -1)
+    H2 = H // 2
+    d_in, inner = _windows_written(dout, Y, H, W)
 
     def part(lo, hi):
         for r in range(lo, hi, rows):
@@ -395,6 +402,31 @@ def pool_relu_backward_in_place(dout, Y, H, W, mode="avg", rows=8):
                 xp.multiply(d, winner, out=y)
     split_run(part, H2, work=Y.size, xp=xp)
     return Y
+
+
+def pool_relu_backward_from_mask(dout, mask, H, W, out, rows=8):
+    """Average pooling's gradient through the ReLU before it, from that ReLU's stored mask, into `out`.
+
+    mask: [Y > 0] of the padded H x W map Y that pool_forward_padded read (bool, same shape as Y);
+    out: any padded H x W map, whatever it holds. Every window member gets dout / 4 * [y > 0], the
+    values pool_relu_backward_in_place(dout, Y, H, W, "avg") writes over Y; the border, the slack
+    rows and a dropped odd row or column of `out` are zeroed. The network uses it where it kept only
+    the mask of a map and needs room for the map's gradient elsewhere (VGG19, MASK_ONLY).
+    """
+    xp = array_module(dout)
+    H2, W2 = H // 2, W // 2
+    zero_border(out, H, W)
+    d_in, inner = _windows_written(dout, out, H, W)
+    kept = padded_grid(mask, H, W)[1:2 * H2 + 1, 1:2 * W2 + 1].reshape(H2, 2, W2, 2, -1)
+
+    def part(lo, hi):
+        for r in range(lo, hi, rows):
+            s = slice(r, min(r + rows, hi))
+            quarter = xp.multiply(d_in[s, :, None, :], 0.25)
+            for u in (0, 1):
+                xp.multiply(quarter, kept[s, u], out=inner[s, u])
+    split_run(part, H2, work=out.size, xp=xp)
+    return out
 
 
 def conv_in_place_by_bands(conv, P, H, W, band, scratch):

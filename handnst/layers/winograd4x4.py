@@ -70,6 +70,11 @@ def winograd4x4_taps(taps):
     return filter_transform(taps, WINOGRAD4_G)
 
 
+# Scratch buffers that may share memory (by their index in winograd4x4_scratch_shapes): the row
+# transform R lives inside the products M where it fits (12.8 MB less at 512x512 on conv3_x).
+SCRATCH_SHARED = ((0, 2),)
+
+
 def winograd4x4_scratch_shapes(H, W, C, K, chunk_bytes=24 << 20, itemsize=4):
     """Shapes of the scratch buffers (R, Z, M, T, tail) of conv3x3_winograd4x4_forward: the row
     transform (4 ceil(W / 4) + 2 columns, the last ones zero past the border), the transformed input,
@@ -151,7 +156,8 @@ def _input_transform(grid, W, R, Z, T, i0, lo, hi):
     m = hi - lo
     a0, a1 = 4 * (i0 + lo), 4 * (i0 + hi)
     d = [grid[a0 + r: a1 + r: 4] for r in range(6)]          # (m, W + 2, C): input rows 4i + r
-    r = [R[a, lo:hi] for a in range(6)]                      # past column W + 1: zero, for part tiles
+    R[:, lo:hi, W + 2:] = 0                                  # past column W + 1: zero, for part tiles
+    r = [R[a, lo:hi] for a in range(6)]
     _bt6(d, [x[:, :W + 2] for x in r], T[lo:hi, :W + 2, :C])   # along the rows
     t = T[lo:hi].reshape(-1)[:m * tw * C].reshape(m, tw, C)
     for a in range(6):                                       # ... and along the columns, every 4th pixel
@@ -210,6 +216,7 @@ def conv3x3_winograd4x4_forward(P, H, W, U, bias, out, relu=True, scratch=None, 
     transpose=True computes the backward pass (bias None, relu False; see the module docstring): the
     same steps on reversed views of P and out, with every U[a, b] read transposed.
     scratch: the buffers of winograd4x4_scratch_shapes(H, W, C_in, C_out) (allocated when None).
+    R may share M's memory (SCRATCH_SHARED): each chunk is done with R before its products write M.
     """
     xp = array_module(P)
     C = P.shape[1]
@@ -218,7 +225,6 @@ def conv3x3_winograd4x4_forward(P, H, W, U, bias, out, relu=True, scratch=None, 
         scratch = [xp.empty(s, dtype=P.dtype) for s in winograd4x4_scratch_shapes(H, W, C, K, itemsize=P.itemsize)]
     R, tail = scratch[0], scratch[4]
     rows = R.shape[1]
-    R[:, :, W + 2:] = 0                # the right part tiles read zeros past the border
     grid = padded_grid(P, H, W)
     Yg = padded_grid(out, H, W)[1:H + 1, 1:W + 1]
     if transpose:

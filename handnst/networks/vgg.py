@@ -64,6 +64,15 @@ WINOGRAD_4X4_MIN_TILES = 48
 # bytes of rows at a time (see VGG19._conv_backward_in_place): the band buffer replaces one of the
 # map's size (68 MB after conv1_2 at 512x512), and maps smaller than two bands keep a buffer.
 BAND_BYTES = 8 << 20
+# With average pooling, the last convolution of blocks 1 and 3 keeps only its ReLU mask, as bools:
+# once the pool has read its map, no pass needs the values. The map itself is written into the
+# next block's maps, which share one buffer for this: that block overwrites it in the forward pass,
+# and the backward pass, which reaches this convolution after that block is done with, writes the
+# convolution's gradient there (pool_relu_backward_from_mask) and runs its backward pass in place.
+# At 512x512 that turns 68 + 17 MB of maps into 17 + 4 MB of masks. Not for block 2 (block 3 would
+# then hold conv2_2's map while block 2 must hold conv1_2's) nor block 4 (conv5_1 alone is smaller
+# than conv4_4's map).
+MASK_ONLY = {"conv1_2": ("conv2_1", "conv2_2"), "conv3_4": ("conv4_1", "conv4_2", "conv4_3", "conv4_4")}
 # algorithm -> (filter transform, scratch shapes, forward, backward) of its kernels, all with the same signatures
 WINOGRAD_KERNELS = {
     "4x4": (L.winograd4x4_taps, L.winograd4x4_scratch_shapes, L.conv3x3_winograd4x4_forward,
@@ -72,6 +81,10 @@ WINOGRAD_KERNELS = {
            L.conv3x3_winograd2d_backward),
     "rows": (L.winograd_taps, L.winograd_scratch_shapes, L.conv3x3_winograd_forward, L.conv3x3_winograd_backward),
 }
+
+
+# algorithm -> the pairs of its scratch buffers that may share memory (see VGG19._scratch)
+SCRATCH_SHARED = {"4x4": L.winograd4x4.SCRATCH_SHARED}
 
 
 def canonical_layer(name):
@@ -211,15 +224,19 @@ class VGG19:
             arena = self._buffers[key] = self.xp.empty(size, dtype=self.dtype)
         return arena
 
-    def _scratch(self, shapes):
-        """Views of the given shapes carved from one flat buffer that only grows (shared by all layers)."""
+    def _scratch(self, shapes, shared=()):
+        """Views of the given shapes carved from one flat buffer that only grows (shared by all layers).
+        shared: pairs (i, j) of the kernel's buffers that may use the same memory; buffer i then
+        starts where buffer j does, if it fits there."""
         sizes = [math.prod(shape) for shape in shapes]
-        arena = self._arena("winograd", sum(sizes))
-        views, start = [], 0
-        for shape, size in zip(shapes, sizes):
-            views.append(arena[start:start + size].reshape(shape))
-            start += size
-        return views
+        inside = {i: j for i, j in shared if sizes[i] <= sizes[j]}
+        starts, end = {}, 0
+        for k, size in enumerate(sizes):
+            if k not in inside:
+                starts[k], end = end, end + size
+        arena = self._arena("winograd", end)
+        return [arena[starts[inside.get(k, k)]:starts[inside.get(k, k)] + size].reshape(shape)
+                for k, (shape, size) in enumerate(zip(shapes, sizes))]
 
     def _conv(self, name, P, H, W, out, backward=False, how=None):
         """One convolution pass; `how` overrides the algorithm chosen for an H x W map (a band of a
@@ -230,7 +247,7 @@ class VGG19:
         how = how or self.algorithm(name, H, W)
         if how != "direct":
             _, shapes, forward, backward_pass = WINOGRAD_KERNELS[how]
-            scratch = self._scratch(shapes(H, W, C, K, itemsize=self.dtype.itemsize))
+            scratch = self._scratch(shapes(H, W, C, K, itemsize=self.dtype.itemsize), SCRATCH_SHARED.get(how, ()))
             U = self._transformed_filters(name, how)
             if backward:
                 return backward_pass(P, H, W, U, out, scratch=scratch)
@@ -263,6 +280,30 @@ class VGG19:
 
     def _conv_backward(self, name, dY, H, W, out):
         return self._conv(name, dY, H, W, out, backward=True)
+
+    def _mask_only_places(self, names, deepest, H, W):
+        """For this forward pass: ({conv name: the view its map is written into}, {conv name: its
+        mask buffer}) of the MASK_ONLY convolutions that qualify: average pooling, not asked for,
+        their next block computed whole, and its maps big enough to hold theirs."""
+        places, masks = {}, {}
+        if self.pooling != "avg":
+            return places, masks
+        for conv, block in MASK_ONLY.items():
+            if conv in names or LAYER_ORDER.index(block[-1]) > deepest:
+                continue
+            s, t = scale_of(conv), scale_of(block[0])
+            rows, C = L.padded_length(H // s, W // s), self._shape[conv][1]
+            rows_next, C_next = L.padded_length(H // t, W // t), self._shape[block[0]][1]
+            if len(block) * rows_next * C_next < rows * C:
+                continue
+            shared = self._buffer(("block of", conv), len(block) * rows_next, C_next)
+            for i, name in enumerate(block):
+                places[name] = shared[i * rows_next:(i + 1) * rows_next]
+            places[conv] = shared.reshape(-1)[:rows * C].reshape(rows, C)
+            masks[conv] = self._buffers.get(("mask", conv))
+            if masks[conv] is None or masks[conv].shape != (rows, C):
+                masks[conv] = self._buffers[("mask", conv)] = self.xp.empty((rows, C), dtype=bool)
+        return places, masks
 
     # ------------------------------------------------------------------------------ forward
     def _check_input(self, x):
@@ -303,11 +344,16 @@ class VGG19:
             self._size = (H, W)
         P = L.to_padded(x, out=self._buffer("input", L.padded_length(H, W), 3))
         maps = {}
+        places, masks = self._mask_only_places(names, deepest, H, W)
         clock = self._clock()
         for name in LAYER_ORDER[:deepest + 1]:
             if name.startswith("conv"):
-                out = self._buffer(name, L.padded_length(H, W), self._shape[name][1])
+                out = places.get(name)
+                if out is None:
+                    out = self._buffer(name, L.padded_length(H, W), self._shape[name][1])
                 P = self._conv_forward(name, P, H, W, out)
+                if name in masks:
+                    self.xp.greater(P, 0, out=masks[name])
             else:
                 H2, W2 = H // 2, W // 2
                 out = self._buffer(name, L.padded_length(H2, W2), P.shape[1])
@@ -315,7 +361,7 @@ class VGG19:
                 H, W = H2, W2
             maps[name] = (P, H, W)
             clock("forward", name)
-        self._state = {"shape": x.shape, "maps": maps, "deepest": deepest}
+        self._state = {"shape": x.shape, "maps": maps, "deepest": deepest, "masks": masks}
         if layout == "matrix":
             return {n: maps[n][0].T for n in names}
         return {n: L.from_padded(*maps[n]) for n in names}
@@ -345,7 +391,7 @@ class VGG19:
                              "the backward pass reuses the stored maps as scratch space)")
         if not grads:
             raise InputError("give the gradient at one layer at least")
-        maps = self._state["maps"]
+        maps, masks = self._state["maps"], self._state["masks"]
         given = {}
         for name, g in grads.items():
             key = canonical_layer(name)
@@ -385,7 +431,7 @@ class VGG19:
                     g = self._conv_backward_in_place(name, g, H, W)
                     clock("backward", name)
                     continue
-                L.relu_mask_backward(g, P)
+                L.relu_mask_backward(g, masks.get(name, P))     # (a bool mask: the same test)
                 rows, C = L.padded_length(H, W), self._shape[name][0]
                 below = LAYER_ORDER[index - 1] if index else None
                 if P.shape == (rows, C):
@@ -402,6 +448,9 @@ class VGG19:
                     # A loss at the map below still needs the map (a Gram gradient reads it): keep it.
                     out = self._buffer(("grad", below.shape), *below.shape)
                     g = L.pool_backward_padded(g, below, Hb, Wb, out, self.pooling)
+                elif below_name in masks:
+                    # Only the mask was kept; `below` is room in the next block's dead maps.
+                    g = L.pool_relu_backward_from_mask(g, masks[below_name], Hb, Wb, below)
                 else:
                     g = L.pool_relu_backward_in_place(g, below, Hb, Wb, self.pooling)
             clock("backward", name)
