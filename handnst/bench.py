@@ -61,7 +61,8 @@ import time
 
 import numpy as np
 
-from handnst.backend import canonical_backend, gemm, get_xp, keep_freed_memory, resolve_dtype, synchronize
+from handnst.backend import (KEEP_BELOW_BYTES, OWN_MAPPING_FROM_BYTES, canonical_backend, gemm, get_xp, keep_freed_memory,
+                             resolve_dtype, synchronize)
 from handnst.errors import HandnstError, InputError, RunError
 from handnst.losses import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
 from handnst.machine import machine_info
@@ -300,6 +301,10 @@ def bench_size(width, height, *, backend="numpy", dtype="float32", weights="rand
     compared = None
     if torch:
         from handnst import bench_torch
+        # PyTorch at its fastest: its maps of tens of MB come and go with every evaluation, and with
+        # every freed block kept they fault in only once (stylize's own setting, blocks from 16 MiB
+        # up in mappings of their own, would slow it; ours are made by now and do not move).
+        keep_freed_memory(KEEP_BELOW_BYTES)
         probe = functools.partial(measure_gemm, *gemm_shapes["square"], backend, dtype, repeat=3, min_seconds=0.1,
                                   operands=square_operands)
         compared = bench_torch.compare(loss, content, style, x, rounds=repeat, gemm_probe=probe)
@@ -362,7 +367,7 @@ _WORKER_CODE = "import sys; from handnst.bench import _worker; sys.exit(_worker(
 def _worker(spec_json):
     """Entry point of the per-size subprocess: run bench_size, print one JSON line on stdout."""
     spec = json.loads(spec_json)
-    keep_freed_memory()                 # as the command line does
+    keep_freed_memory(OWN_MAPPING_FROM_BYTES)    # as the command line does for this objective
     try:
         result = bench_size(**spec)
     except HandnstError as exc:

@@ -463,6 +463,21 @@ def test_split_run_covers_the_range_once_and_passes_errors_on():
     assert seen == [(0, 7)]
 
 
+@pytest.mark.parametrize("command", ["stylize", "apply"])
+def test_the_command_line_keeps_freed_memory_by_what_it_runs(monkeypatch, tmp_path, command):
+    # An optimization of the pixels keeps its big arrays to the end: they get mappings of their own
+    # (no gaps in the heap); the feed-forward network's maps come and go: every freed block is kept.
+    import handnst.cli as cli
+    from handnst import backend
+    asked = []
+    monkeypatch.setattr(cli, "keep_freed_memory", lambda *a: asked.append(a) or True)
+    monkeypatch.chdir(tmp_path)
+    argv = [command, "missing.h5" if command == "apply" else "missing.jpg", "missing.jpg", "-o", "out.png", "-q"]
+    assert cli.main(argv) != 0                              # the inputs are missing: a clear error
+    want = backend.KEEP_BELOW_BYTES if command == "apply" else backend.OWN_MAPPING_FROM_BYTES
+    assert asked == [(want,)] and backend.OWN_MAPPING_FROM_BYTES < backend.KEEP_BELOW_BYTES
+
+
 def test_keep_freed_memory_leaves_a_users_setting_alone(monkeypatch):
     from handnst import backend
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")

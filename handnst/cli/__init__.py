@@ -20,7 +20,7 @@ from handnst.cli.gradcheck import _add_gradcheck_parser, _cmd_gradcheck
 from handnst.cli.weights import _add_weights_parser, _cmd_weights
 from handnst.cli.train import _add_train_parser, _cmd_train
 from handnst.cli.apply import _add_apply_parser, _cmd_apply
-from handnst.backend import keep_freed_memory
+from handnst.backend import KEEP_BELOW_BYTES, OWN_MAPPING_FROM_BYTES, keep_freed_memory
 from handnst.errors import HandnstError, USAGE
 
 
@@ -87,7 +87,6 @@ def main(argv=None):
         # machine make each small product far slower). Must be set before NumPy loads its BLAS.
         for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ.setdefault(var, "1")
-    keep_freed_memory()
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
@@ -95,6 +94,10 @@ def main(argv=None):
         if not args.command:
             parser.print_help()
             return USAGE
+        # The feed-forward network's maps come and go with every image; an optimization of the
+        # pixels keeps its big arrays for the whole run (backend.OWN_MAPPING_FROM_BYTES).
+        feed_forward = args.command in ("train", "apply") or getattr(args, "transform", False)
+        keep_freed_memory(KEEP_BELOW_BYTES if feed_forward else OWN_MAPPING_FROM_BYTES)
         return int(COMMANDS[args.command](args) or 0)
     except KeyboardInterrupt:
         print("handnst: interrupted", file=sys.stderr)

@@ -165,7 +165,11 @@ def deprocess(x, convention=None):
 
 
 def _full_bounds(bounds, shape):
-    """(lo, hi) float64 host arrays of x's shape (+-inf where unbounded), or (None, None)."""
+    """(lo, hi) float64 host arrays of x's shape (+-inf where unbounded), or (None, None).
+
+    They are read-only broadcast views of what was given (one value per channel, usually), not
+    arrays of their own: a run keeps them to the end, and two float64 copies of the image's size
+    would be 12 MB at 512x512."""
     if bounds is None:
         return None, None
     try:
@@ -175,11 +179,11 @@ def _full_bounds(bounds, shape):
     full = []
     for side, value, fill in (("lower", lo_in, -np.inf), ("upper", hi_in, np.inf)):
         if value is None:
-            full.append(np.full(shape, fill))
+            full.append(np.broadcast_to(np.float64(fill), shape))
             continue
         host = np.asarray(to_host(value) if hasattr(value, "shape") else value, dtype=np.float64)
         try:
-            full.append(np.ascontiguousarray(np.broadcast_to(host, shape)))
+            full.append(np.broadcast_to(host, shape))
         except ValueError:
             raise InputError(f"the {side} bound of shape {host.shape} cannot be broadcast to the image "
                              f"shape {tuple(shape)}; give one value per channel, shape (3, 1, 1)") from None
