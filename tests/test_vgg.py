@@ -367,6 +367,19 @@ def test_block_last_maps_kept_as_masks_change_nothing(monkeypatch, pooling):
         assert not masks & kept and kept == plain_kept
 
 
+def test_the_two_arrangements_of_the_maps_never_coexist():
+    # The content image's pass stops at conv4_2 (block 4 incomplete: conv3_4 keeps its map), the
+    # evaluations go on to conv5_1 (conv3_4 keeps a mask): at one size, only one set of buffers.
+    net = random_vgg19(3)
+    x = np.random.default_rng(25).normal(0, 50, (3, 48, 40))
+    net.forward(x, ["conv4_2"])
+    assert {"conv3_4", "conv4_1", "conv4_2"} <= set(net._buffers) and ("mask", "conv3_4") not in net._buffers
+    net.forward(x, ["conv4_2", "conv5_1"])
+    assert not {"conv3_4", "conv4_1", "conv4_2"} & set(net._buffers) and ("mask", "conv3_4") in net._buffers
+    net.forward(x, ["conv4_2"])
+    assert not {("mask", "conv3_4"), ("block of", "conv3_4")} & set(net._buffers)
+
+
 def test_a_map_kept_as_a_mask_still_takes_a_gradient(monkeypatch):
     # conv1_2 was not asked for, so only its mask is kept; a gradient may still be given there.
     from handnst.networks import vgg

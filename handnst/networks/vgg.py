@@ -286,16 +286,19 @@ class VGG19:
         mask buffer}) of the MASK_ONLY convolutions that qualify: average pooling, not asked for,
         their next block computed whole, and its maps big enough to hold theirs."""
         places, masks = {}, {}
-        if self.pooling != "avg":
-            return places, masks
         for conv, block in MASK_ONLY.items():
-            if conv in names or LAYER_ORDER.index(block[-1]) > deepest:
-                continue
             s, t = scale_of(conv), scale_of(block[0])
             rows, C = L.padded_length(H // s, W // s), self._shape[conv][1]
             rows_next, C_next = L.padded_length(H // t, W // t), self._shape[block[0]][1]
-            if len(block) * rows_next * C_next < rows * C:
+            # Buffers of the other arrangement, from an earlier pass at this size (the content
+            # image's, which stops at conv4_2), are dropped, so that the two never coexist.
+            if (self.pooling != "avg" or conv in names or LAYER_ORDER.index(block[-1]) > deepest
+                    or len(block) * rows_next * C_next < rows * C):
+                self._buffers.pop(("block of", conv), None)
+                self._buffers.pop(("mask", conv), None)
                 continue
+            for name in (conv, *block):
+                self._buffers.pop(name, None)
             shared = self._buffer(("block of", conv), len(block) * rows_next, C_next)
             for i, name in enumerate(block):
                 places[name] = shared[i * rows_next:(i + 1) * rows_next]
