@@ -175,10 +175,11 @@ class VGG19:
         return taps if taps is not None else self._as_taps(self._reload(name)[0])
 
     # ------------------------------------------------------------------------------ buffers
-    def _buffer(self, key, rows, cols):
+    def _buffer(self, key, rows, cols, dtype=None):
+        dtype = self.dtype if dtype is None else dtype
         buf = self._buffers.get(key)
-        if buf is None or buf.shape != (rows, cols):
-            buf = self.xp.empty((rows, cols), dtype=self.dtype)
+        if buf is None or buf.shape != (rows, cols) or buf.dtype != dtype:
+            buf = self.xp.empty((rows, cols), dtype=dtype)
             self._buffers[key] = buf
         return buf
 
@@ -303,9 +304,7 @@ class VGG19:
             for i, name in enumerate(block):
                 places[name] = shared[i * rows_next:(i + 1) * rows_next]
             places[conv] = shared.reshape(-1)[:rows * C].reshape(rows, C)
-            masks[conv] = self._buffers.get(("mask", conv))
-            if masks[conv] is None or masks[conv].shape != (rows, C):
-                masks[conv] = self._buffers[("mask", conv)] = self.xp.empty((rows, C), dtype=bool)
+            masks[conv] = self._buffer(("mask", conv), rows, C, dtype=bool)
         return places, masks
 
     # ------------------------------------------------------------------------------ forward
