@@ -323,10 +323,29 @@ def test_winograd4x4_scratch_chunks_are_equal():
     # 13 whole tile rows under a budget of 4 per chunk: 4 chunks of 4 (not 4 + 4 + 4 + 1), so no product runs short.
     H, W, C, K = 52, 8, 3, 5
     per_row = 36 * (W // 4) * max(C, K) * 4
-    assert L.winograd4x4_scratch_shapes(H, W, C, K, chunk_bytes=4 * per_row)[0][1] == 4
-    assert L.winograd4x4_scratch_shapes(H, W, C, K, chunk_bytes=12 * per_row)[0][1] == 7     # 7 + 6, not 12 + 1
-    # a part tile column: the row transform's buffer reaches 4 ceil(W / 4) + 2 columns
-    assert L.winograd4x4_scratch_shapes(8, 9, C, K)[0][2] == 4 * 3 + 2
+
+    def rows(chunk_bytes):
+        shapes = L.winograd4x4_scratch_shapes(H, W, C, K, chunk_bytes=chunk_bytes)
+        n = shapes[1][1]
+        assert [s[:2] for s in shapes[:4]] == [(36, n), (36, n), (36, n), (16, n)] and n % (W // 4) == 0
+        return n // (W // 4)
+    assert rows(4 * per_row) == 4
+    assert rows(12 * per_row) == 7     # 7 + 6, not 12 + 1
+    # a part tile column counts as a tile: 9 columns make 3 tiles per tile row
+    assert L.winograd4x4_scratch_shapes(8, 9, C, K)[1][1] == 2 * 3
+
+
+def test_winograd4x4_transforms_as_products_are_the_textbook_ones():
+    # kron(B^T, B^T) on the 36 numbers of a patch is B^T d B, and kron(A^T, A^T) on the 36 numbers
+    # of m is A^T m A (row-major order: entry (a, b) is number 6a + b).
+    r = rng(23)
+    BT, AT = (np.array(m, dtype=float) for m in (L.WINOGRAD4_BT, L.WINOGRAD4_AT))
+    BT2, AT2 = (np.array(m, dtype=float) for m in (L.winograd4x4.WINOGRAD4_BT2, L.winograd4x4.WINOGRAD4_AT2))
+    assert BT2.shape == (36, 36) and AT2.shape == (16, 36)
+    d, m = r.normal(size=(6, 6)), r.normal(size=(6, 6))
+    np.testing.assert_allclose(BT2 @ d.reshape(36), (BT @ d @ BT.T).reshape(36), rtol=1e-13)
+    np.testing.assert_allclose(AT2 @ m.reshape(36), (AT @ m @ AT.T).reshape(16), rtol=1e-13)
+    assert np.all(AT2[:, 7] == 1)     # m[1][1] reaches all 16 outputs with weight +1: it carries the bias
 
 
 def test_winograd4x4_float32_error_against_the_float64_direct_convolution():
@@ -398,38 +417,41 @@ def test_pool_relu_backward_from_a_mask_equals_the_pass_over_the_map(xp, H, W):
 
 
 @pytest.mark.parametrize("transpose", [False, True])
-def test_winograd4x4_row_transform_may_live_in_the_products_memory(transpose):
-    # VGG19 carves the row transform R out of the products M (SCRATCH_SHARED). The products of one
-    # chunk then overwrite R's zero columns, which the part tiles of the next chunk read: each
-    # chunk must zero them again. Several chunks of 2 tile rows, part tiles right and below.
+def test_winograd4x4_patches_and_outputs_may_live_in_other_buffers(transpose):
+    # VGG19 carves the gathered patches D out of the products M, and the outputs Y out of the
+    # transformed input Z (SCRATCH_SHARED): the products of one chunk overwrite D, Y overwrites Z.
+    # Several chunks of 2 tile rows, part tiles right and below, more channels out than in and
+    # fewer (only the buffers that fit are shared, as VGG19._scratch does).
     r = rng(19)
-    H, W, C, K = 21, 13, 4, 5
-    if transpose:
-        C, K = K, C
-    P = L.to_padded(r.normal(size=(C, H, W)))
-    taps = r.normal(size=(9, K, C) if transpose else (9, C, K))
-    U = L.winograd4x4_taps(taps)
-    tw = -(-W // 4)
-    shapes = L.winograd4x4_scratch_shapes(H, W, C, K, chunk_bytes=2 * 36 * tw * max(C, K) * 8, itemsize=8)
-    assert shapes[0][1] == 2 and (0, 2) in L.winograd4x4.SCRATCH_SHARED
-    separate = [np.full(s, np.nan) for s in shapes]
-    shared = [np.full(s, np.nan) for s in shapes]
-    size_r = int(np.prod(shapes[0]))
-    assert size_r <= shared[2].size
-    shared[0] = shared[2].reshape(-1)[:size_r].reshape(shapes[0])
-    out_separate, out_shared = (np.full((L.padded_length(H, W), K), np.nan) for _ in range(2))
-    direct = np.full((L.padded_length(H, W), K), np.nan)
-    if transpose:
-        want = L.conv3x3_winograd4x4_backward(P, H, W, U, out_separate, scratch=separate)
-        got = L.conv3x3_winograd4x4_backward(P, H, W, U, out_shared, scratch=shared)
-        truth = L.conv3x3_backward(P, H, W, taps, direct)
-    else:
-        bias = r.normal(size=K)
-        want = L.conv3x3_winograd4x4_forward(P, H, W, U, bias, out_separate, scratch=separate)
-        got = L.conv3x3_winograd4x4_forward(P, H, W, U, bias, out_shared, scratch=shared)
-        truth = L.conv3x3_forward(P, H, W, taps, bias, direct)
-    np.testing.assert_allclose(L.from_padded(got, H, W), L.from_padded(truth, H, W), rtol=1e-10, atol=1e-10)
-    np.testing.assert_array_equal(got, want)
+    for H, W, C, K in ((21, 13, 4, 5), (17, 10, 6, 2)):
+        if transpose:
+            C, K = K, C
+        P = L.to_padded(r.normal(size=(C, H, W)))
+        taps = r.normal(size=(9, K, C) if transpose else (9, C, K))
+        U = L.winograd4x4_taps(taps)
+        tw = -(-W // 4)
+        shapes = L.winograd4x4_scratch_shapes(H, W, C, K, chunk_bytes=2 * 36 * tw * max(C, K) * 8, itemsize=8)
+        assert shapes[1][1] == 2 * tw and set(L.winograd4x4.SCRATCH_SHARED) == {(0, 2), (3, 1)}
+        separate = [np.full(s, np.nan) for s in shapes]
+        shared = [np.full(s, np.nan) for s in shapes]
+        for inner, outer in L.winograd4x4.SCRATCH_SHARED:
+            size = int(np.prod(shapes[inner]))
+            if size <= shared[outer].size:
+                shared[inner] = shared[outer].reshape(-1)[:size].reshape(shapes[inner])
+        assert any(shared[i].base is not None for i, _ in L.winograd4x4.SCRATCH_SHARED)
+        out_separate, out_shared = (np.full((L.padded_length(H, W), K), np.nan) for _ in range(2))
+        direct = np.full((L.padded_length(H, W), K), np.nan)
+        if transpose:
+            want = L.conv3x3_winograd4x4_backward(P, H, W, U, out_separate, scratch=separate)
+            got = L.conv3x3_winograd4x4_backward(P, H, W, U, out_shared, scratch=shared)
+            truth = L.conv3x3_backward(P, H, W, taps, direct)
+        else:
+            bias = r.normal(size=K)
+            want = L.conv3x3_winograd4x4_forward(P, H, W, U, bias, out_separate, scratch=separate)
+            got = L.conv3x3_winograd4x4_forward(P, H, W, U, bias, out_shared, scratch=shared)
+            truth = L.conv3x3_forward(P, H, W, taps, bias, direct)
+        np.testing.assert_allclose(L.from_padded(got, H, W), L.from_padded(truth, H, W), rtol=1e-10, atol=1e-10)
+        np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("how,H,W,band", [("rows", 20, 9, 8), ("rows", 17, 6, 4), ("2d", 16, 10, 4),

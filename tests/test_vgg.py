@@ -445,7 +445,7 @@ def test_two_threads_give_the_same_network(monkeypatch, pooling):
         return real(fn, n, threads, None, xp)
     monkeypatch.setattr(backend, "PARALLEL_MIN_WORK", 0)
     monkeypatch.setattr(backend, "PARALLEL_THREADS", 2)
-    for module in (L.padded, L.winograd, L.winograd2d, L.winograd4x4):
+    for module in (L.padded, L.winograd, L.winograd2d):     # (F(4x4, 3x3) leaves its parallel work to BLAS)
         monkeypatch.setattr(module, "split_run", spy)
     got = net.forward(x, layers)
     for n in layers:

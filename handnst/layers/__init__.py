@@ -27,7 +27,7 @@ vectorized version to run. The tests compare the two with each other and with fi
 |              | and, for applying a trained net, in place in the padded layout                    |
 | `upsample.py`| nearest-neighbour 2x upsampling and its adjoint (sum over 2x2 blocks)             |
 | `winograd2d.py`| ... and with Winograd F(2x2, 3x3), along the rows and the columns               |
-| `winograd4x4.py`| ... and with Winograd F(4x4, 3x3): bigger tiles, fewer products, more additions |
+| `winograd4x4.py`| ... and with Winograd F(4x4, 3x3): bigger tiles, transforms as matrix products |
 | `upsample_conv.py`| 2x upsampling + reflection pad + 3x3 convolution as four 2x2 convolutions of  |
 |              | the small map, one per output phase (16 products per 2x2 block instead of 36);    |
 |              | for applying, the same in the padded layout                                       |

@@ -55,7 +55,11 @@ CONV_ALGORITHMS = ("auto", "direct")
 # F(4x4, 3x3) measured 5-30% slower than F(2, 3) on conv1_2 and conv2_1, no faster on conv2_2; and
 # bigger tiles on these first layers cost float32 digits: F(4, 3) along the rows there took the
 # objective's gradient on noise images from 2.3e-6 to 6.6e-4 of float64 for 1% of speed).
-# conv1_1, with its 3 input channels, stays direct.
+# conv1_1, with its 3 input channels, stays direct. Measured again (1 December 2026, Intel Xeon with
+# AVX-512, F(4x4, 3x3)'s transforms as products), forward + backward against F(2, 3) along the rows:
+# conv3_2 47 ms against 69 at 512x384 and 13.2 against 16.8 at 256x192; conv2_2 would now gain too
+# (74 ms against 87 at 512x384) but the whole objective's float32 gradient at 256x170 then moved
+# from 8.2e-5 of float64 (what the direct float32 convolutions give) to 5.1e-4, so it stays on F(2, 3).
 WINOGRAD_MIN_CHANNELS = 64
 WINOGRAD_2D_MIN_IN = 128
 WINOGRAD_2D_MIN_OUT = 256
