@@ -418,10 +418,11 @@ def test_pool_relu_backward_from_a_mask_equals_the_pass_over_the_map(xp, H, W):
 
 @pytest.mark.parametrize("transpose", [False, True])
 def test_winograd4x4_patches_and_outputs_may_live_in_other_buffers(transpose):
-    # VGG19 carves the gathered patches D out of the products M, and the outputs Y out of the
-    # transformed input Z (SCRATCH_SHARED): the products of one chunk overwrite D, Y overwrites Z.
-    # Several chunks of 2 tile rows, part tiles right and below, more channels out than in and
-    # fewer (only the buffers that fit are shared, as VGG19._scratch does).
+    # VGG19 puts the gathered patches D and the products M in the same memory, and the outputs Y
+    # and the transformed input Z (SCRATCH_SHARED), the smaller of each pair inside the bigger: the
+    # products of one chunk overwrite D, Y overwrites Z. Several chunks of 2 tile rows, part tiles
+    # right and below, more channels out than in and fewer (so that each of D and M is the smaller
+    # one somewhere).
     r = rng(19)
     for H, W, C, K in ((21, 13, 4, 5), (17, 10, 6, 2)):
         if transpose:
@@ -434,11 +435,9 @@ def test_winograd4x4_patches_and_outputs_may_live_in_other_buffers(transpose):
         assert shapes[1][1] == 2 * tw and set(L.winograd4x4.SCRATCH_SHARED) == {(0, 2), (3, 1)}
         separate = [np.full(s, np.nan) for s in shapes]
         shared = [np.full(s, np.nan) for s in shapes]
-        for inner, outer in L.winograd4x4.SCRATCH_SHARED:
-            size = int(np.prod(shapes[inner]))
-            if size <= shared[outer].size:
-                shared[inner] = shared[outer].reshape(-1)[:size].reshape(shapes[inner])
-        assert any(shared[i].base is not None for i, _ in L.winograd4x4.SCRATCH_SHARED)
+        for i, j in L.winograd4x4.SCRATCH_SHARED:
+            small, big = (j, i) if shared[j].size < shared[i].size else (i, j)
+            shared[small] = shared[big].reshape(-1)[:shared[small].size].reshape(shapes[small])
         out_separate, out_shared = (np.full((L.padded_length(H, W), K), np.nan) for _ in range(2))
         direct = np.full((L.padded_length(H, W), K), np.nan)
         if transpose:

@@ -89,9 +89,10 @@ def winograd4x4_taps(taps):
 WINOGRAD4_BT2 = tuple(tuple(a * b for a in ra for b in rb) for ra in WINOGRAD4_BT for rb in WINOGRAD4_BT)  # (36, 36)
 WINOGRAD4_AT2 = tuple(tuple(a * b for a in ra for b in rb) for ra in WINOGRAD4_AT for rb in WINOGRAD4_AT)  # (16, 36)
 
-# Scratch buffers that may share memory (by their index in winograd4x4_scratch_shapes): the gathered
-# patches D live inside the products M (both are done with before the products are written) and the
-# outputs Y inside the transformed input Z (read by the products before Y is written), where they fit.
+# Scratch buffers that may share memory (by their index in winograd4x4_scratch_shapes), because they
+# are never in use at the same time: the gathered patches D and the products M (the input transform
+# is done with D before the products write M), and the outputs Y and the transformed input Z (the
+# products are done with Z before Y is written). The smaller of each pair lives inside the other.
 SCRATCH_SHARED = ((0, 2), (3, 1))
 
 

@@ -231,10 +231,13 @@ class VGG19:
 
     def _scratch(self, shapes, shared=()):
         """Views of the given shapes carved from one flat buffer that only grows (shared by all layers).
-        shared: pairs (i, j) of the kernel's buffers that may use the same memory; buffer i then
-        starts where buffer j does, if it fits there."""
+        shared: pairs (i, j) of the kernel's buffers that may use the same memory (never in use at
+        the same time); the smaller of the two then starts where the bigger one does."""
         sizes = [math.prod(shape) for shape in shapes]
-        inside = {i: j for i, j in shared if sizes[i] <= sizes[j]}
+        inside = {}
+        for i, j in shared:                 # the smaller inside the bigger (i inside j when equal)
+            small, big = (j, i) if sizes[j] < sizes[i] else (i, j)
+            inside[small] = big
         starts, end = {}, 0
         for k, size in enumerate(sizes):
             if k not in inside:
