@@ -43,8 +43,8 @@ forward algorithm on reversed views of dY and of the output, with the same U rea
 
 Maps whose sides are not multiples of 4 end in part tiles. On the right, the patches of the last
 tiles get zeros where they reach past the border; at the bottom, the rows of the last tile row are
-copied into a small grid of six rows with zeros below the border. A part
-tile's outputs beyond the map are simply not written.
+copied into a small grid of six rows with zeros below the border. A part tile's outputs beyond
+the map are simply not written.
 """
 
 import functools
@@ -191,8 +191,8 @@ def conv3x3_winograd4x4_forward(P, H, W, U, bias, out, relu=True, scratch=None, 
     transpose=True computes the backward pass (bias None, relu False; see the module docstring): the
     same steps on reversed views of P and out, with every U[a, b] read transposed.
     scratch: the buffers of winograd4x4_scratch_shapes(H, W, C_in, C_out) (allocated when None).
-    D may share M's memory and Y Z's (SCRATCH_SHARED). `threads` is accepted for the common signature
-    of the kernels; here BLAS does the parallel work.
+    D and M may share memory, and so may Y and Z (SCRATCH_SHARED). `threads` is accepted for the
+    common signature of the kernels; here BLAS does the parallel work.
     """
     xp = array_module(P)
     C = P.shape[1]
