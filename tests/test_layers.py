@@ -389,6 +389,20 @@ def test_network_pooling_equals_naive(xp, mode, H, W):
         np.testing.assert_array_equal(to_host(P_out), to_host(L.to_padded(L.from_padded(P_out, h, w))))
 
 
+@pytest.mark.parametrize("block", [1, 5 * 7, 10 ** 6])
+def test_relu_mask_backward_in_blocks_is_the_mask(xp, block):
+    # Blocks of one row, of 7 rows (the last one short: 45 rows) and the whole map at once.
+    r = rng(15)
+    Y = xp.asarray(np.maximum(np.round(r.normal(size=(45, 5)) * 2), 0))    # many exact zeros
+    g = r.normal(size=(45, 5))
+    want = g * (to_host(Y) > 0)
+    for mask in (Y, Y > 0):                       # the map itself, or the bool mask the network keeps
+        dY = xp.asarray(g.copy())
+        got = L.relu_mask_backward(dY, mask, block=block)
+        assert got is dY
+        np.testing.assert_array_equal(to_host(got), want)
+
+
 @pytest.mark.parametrize("mode", ["avg", "max"])
 @pytest.mark.parametrize("H,W", [(12, 10), (9, 7)])
 def test_pool_relu_backward_in_place_is_pooling_then_the_relu_mask(xp, mode, H, W):

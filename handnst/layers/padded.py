@@ -259,13 +259,23 @@ def interior(P, H, W):
     return padded_grid(P, H, W)[1:H + 1, 1:W + 1]
 
 
-def relu_mask_backward(dY, Y, threads=2):
+# relu_mask_backward's block: 64 Ki elements, a 64 KB mask. Measured on the 64-channel map of a
+# 512x384 image (50 MB): 6.5 ms against 8.6 with the whole mask at once.
+MASK_BLOCK_ELEMENTS = 1 << 16
+
+
+def relu_mask_backward(dY, Y, threads=2, block=MASK_BLOCK_ELEMENTS):
     """In place: dY *= [Y > 0], with Y the stored (post-ReLU) output. Zero borders stay zero.
-    The rows are split between `threads` threads (backend.split_run)."""
+    The rows are split between `threads` threads (backend.split_run), and each thread works through
+    its rows `block` elements at a time, so that the mask [Y > 0] is a small temporary that stays in
+    cache instead of a map-sized one that the system must hand out and zero afresh on every call."""
     xp = array_module(dY)
+    step = max(1, block // max(1, dY.shape[1]))
 
     def part(lo, hi):
-        xp.multiply(dY[lo:hi], Y[lo:hi] > 0, out=dY[lo:hi])
+        for r in range(lo, hi, step):
+            s = slice(r, min(r + step, hi))
+            xp.multiply(dY[s], Y[s] > 0, out=dY[s])
     split_run(part, dY.shape[0], threads, work=dY.size, xp=xp)
     return dY
 
@@ -287,25 +297,32 @@ def _padded_pool_views(P, H, W):
     return [inner[u::2, v::2] for u in (0, 1) for v in (0, 1)]
 
 
-def pool_forward_padded(P, H, W, out, mode="avg"):
-    """2x2/2 pooling (average or max) of padded map P (H x W grid) into padded `out` (H//2 x W//2)."""
+# pool_forward_padded's block: 2 output rows. Measured for the 64-channel 512x384 map: 4.1 ms
+# against 5.6 for four strided passes over the whole map (and 5.1 with blocks of 8 rows).
+POOL_BLOCK_ROWS = 2
+
+
+def pool_forward_padded(P, H, W, out, mode="avg", rows=POOL_BLOCK_ROWS):
+    """2x2/2 pooling (average or max) of padded map P (H x W grid) into padded `out` (H//2 x W//2).
+
+    Each window's two rows are combined first (whole image rows, contiguous), then the two columns
+    of that: (a + b) + (c + d), or max(max(a, b), max(c, d)). It runs `rows` output rows at a time,
+    so the row combination is a small temporary still in cache when the columns read it.
+    """
     xp = array_module(P)
     H2, W2 = H // 2, W // 2
-    members = _padded_pool_views(P, H, W)
+    inner = padded_grid(P, H, W)[1:2 * H2 + 1, 1:2 * W2 + 1]
     window = padded_grid(out, H2, W2)[1:H2 + 1, 1:W2 + 1]
+    combine = xp.add if mode == "avg" else xp.maximum
 
     def part(lo, hi):            # output rows lo .. hi (split between two threads)
-        a, b, c, d = (m[lo:hi] for m in members)
-        dest = window[lo:hi]
-        if mode == "avg":
-            xp.add(a, b, out=dest)
-            dest += c
-            dest += d
-            dest *= 0.25
-        else:
-            xp.maximum(a, b, out=dest)
-            xp.maximum(dest, c, out=dest)
-            xp.maximum(dest, d, out=dest)
+        for r in range(lo, hi, rows):
+            n = min(rows, hi - r)
+            pair = combine(inner[2 * r:2 * (r + n):2], inner[2 * r + 1:2 * (r + n):2])    # (n, 2 W2, C)
+            dest = window[r:r + n]
+            combine(pair[:, 0::2], pair[:, 1::2], out=dest)
+            if mode == "avg":
+                dest *= 0.25
     split_run(part, H2, work=P.size, xp=xp)
     return zero_border(out, H2, W2)
 
@@ -362,6 +379,24 @@ def _windows_written(dout, out, H, W):
             grid[1:2 * H2 + 1, 1:2 * W2 + 1].reshape(H2, 2, W2, 2, -1))
 
 
+def _window_row(P, H, W, u):
+    """Row u (0: top, 1: bottom) of every 2x2 window of padded map P, as a (H//2, 2 (W//2), C) view:
+    whole image rows, so that an elementwise pass over them runs along 2 (W//2) C numbers at a time."""
+    H2, W2 = H // 2, W // 2
+    return padded_grid(P, H, W)[1 + u:1 + u + 2 * H2:2, 1:2 * W2 + 1]
+
+
+def _quarter_spread(d):
+    """(n, W2, C) -> (n, 2 W2, C): every value of d, divided by 4, written twice side by side (the
+    average pool's gradient along one row of its windows). Multiplying it with a mask row is then a
+    pass along whole rows; multiplying d broadcast against the mask instead runs in pieces of C
+    numbers. The mask is read as uint8 (the same bytes, 0 or 1): NumPy converts uint8 to float32
+    faster than bool. Measured for the 64-channel 512x384 map, pool_relu_backward_from_mask: 14.7 ms
+    broadcast against bool, 12.6 with whole rows, about 10.7 with whole rows and uint8."""
+    xp = array_module(d)
+    return xp.repeat(xp.multiply(d, 0.25), 2, axis=1)
+
+
 def pool_relu_backward_in_place(dout, Y, H, W, mode="avg", rows=8):
     """The gradient through a 2x2/2 pooling and the ReLU before it, written over the ReLU's output Y.
 
@@ -387,10 +422,10 @@ def pool_relu_backward_in_place(dout, Y, H, W, mode="avg", rows=8):
         for r in range(lo, hi, rows):
             s = slice(r, min(r + rows, hi))
             if mode == "avg":
-                quarter = xp.multiply(d_in[s, :, None, :], 0.25)
+                spread = _quarter_spread(d_in[s])
                 for u in (0, 1):
-                    y = inner[s, u]
-                    xp.multiply(quarter, y > 0, out=y)
+                    y = _window_row(Y, H, W, u)[s]
+                    xp.multiply(spread, (y > 0).view(xp.uint8), out=y)
                 continue
             members = [inner[s, u, :, v] for u in (0, 1) for v in (0, 1)]
             top = xp.maximum(xp.maximum(members[0], members[1]), xp.maximum(members[2], members[3]))
@@ -404,7 +439,7 @@ def pool_relu_backward_in_place(dout, Y, H, W, mode="avg", rows=8):
     return Y
 
 
-def pool_relu_backward_from_mask(dout, mask, H, W, out, rows=8):
+def pool_relu_backward_from_mask(dout, mask, H, W, out, rows=4):
     """Average pooling's gradient through the ReLU before it, from that ReLU's stored mask, into `out`.
 
     mask: [Y > 0] of the padded H x W map Y that pool_forward_padded read (bool, same shape as Y);
@@ -416,15 +451,16 @@ def pool_relu_backward_from_mask(dout, mask, H, W, out, rows=8):
     xp = array_module(dout)
     H2, W2 = H // 2, W // 2
     zero_border(out, H, W)
-    d_in, inner = _windows_written(dout, out, H, W)
-    kept = padded_grid(mask, H, W)[1:2 * H2 + 1, 1:2 * W2 + 1].reshape(H2, 2, W2, 2, -1)
+    d_in, _ = _windows_written(dout, out, H, W)
+    kept = [_window_row(mask, H, W, u) for u in (0, 1)]
+    written = [_window_row(out, H, W, u) for u in (0, 1)]
 
     def part(lo, hi):
         for r in range(lo, hi, rows):
             s = slice(r, min(r + rows, hi))
-            quarter = xp.multiply(d_in[s, :, None, :], 0.25)
+            spread = _quarter_spread(d_in[s])
             for u in (0, 1):
-                xp.multiply(quarter, kept[s, u], out=inner[s, u])
+                xp.multiply(spread, kept[u][s].view(xp.uint8), out=written[u][s])
     split_run(part, H2, work=out.size, xp=xp)
     return out
 
