@@ -139,10 +139,11 @@ def test_winograd_taps_transform_the_filter_rows():
         np.testing.assert_array_equal(U[3][v], w2)
 
 
-# Even and odd sizes (an odd H has a half tile at the bottom), a 1x1 map, and chunk sizes that split
-# the tile rows into several chunks with a shorter last one.
+# Even and odd sizes (an odd H has a half tile at the bottom), a 1x1 map, chunk sizes that split
+# the tile rows into several chunks with a shorter last one, and more than twice as many channels
+# out as in (the output rows then need room outside the scratch Z), whole and in chunks.
 WINOGRAD_CASES = [(6, 5, 4, 7, None), (7, 5, 4, 7, None), (7, 6, 3, 5, 200), (9, 4, 8, 8, 3072), (1, 1, 3, 2, 1),
-                  (2, 3, 3, 2, 1), (11, 10, 6, 5, 9216)]
+                  (2, 3, 3, 2, 1), (11, 10, 6, 5, 9216), (6, 5, 2, 7, None), (9, 6, 2, 9, 600)]
 
 
 @pytest.mark.parametrize("H,W,C,K,chunk", WINOGRAD_CASES)
