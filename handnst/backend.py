@@ -15,6 +15,7 @@ cuBLAS through CuPy.
 
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -131,10 +132,44 @@ def gemm(a, b, out, accumulate=False, trans_a=False, trans_b=False):
         #   out = op(a) @ op(b)   <=>   out.T = op(b).T @ op(a).T
         # and BLAS reads b.T and a.T (Fortran order) plainly, or transposed when op transposes.
         f = _blas_gemm(out.dtype)
+        started = None if _product_seconds is None else time.perf_counter()
         f(1.0, b.T, a.T, beta=1.0 if accumulate else 0.0, c=out.T, overwrite_c=1,
           trans_a=1 if trans_b else 0, trans_b=1 if trans_a else 0)
+        if started is not None:
+            _add_product_seconds(time.perf_counter() - started)
         return out
     return generic_gemm(a, b, out, accumulate, trans_a, trans_b)
+
+
+# ------------------------------------------------------------------------------ the product clock
+#
+# How much of an evaluation is matrix products, and how much everything else (transforms, ReLU,
+# pooling, copies, the losses)? `handnst bench` asks by starting this clock around an evaluation:
+# while it runs, every BLAS call of `gemm` above adds its seconds here. Stopped (None, the default),
+# gemm reads no clock at all. Only the NumPy path is counted: CuPy's products are queued on the GPU
+# and return before they are done, so a host clock around them would measure the queueing.
+# gemm is called from one thread at a time (split_run's helper threads only do elementwise work).
+_product_seconds = None
+
+
+def _add_product_seconds(seconds):
+    global _product_seconds
+    if _product_seconds is not None:
+        _product_seconds += seconds
+
+
+def start_product_clock():
+    """From now on, every BLAS product that `gemm` makes adds its seconds to the clock (from 0)."""
+    global _product_seconds
+    _product_seconds = 0.0
+
+
+def stop_product_clock():
+    """Seconds spent inside BLAS products since start_product_clock; the clock is off afterwards.
+    None when it was not running."""
+    global _product_seconds
+    seconds, _product_seconds = _product_seconds, None
+    return seconds
 
 
 def generic_gemm(a, b, out, accumulate=False, trans_a=False, trans_b=False):

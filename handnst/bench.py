@@ -44,7 +44,8 @@ change the speed, so random weights are used when no weights file is found (the 
 
 Where the time goes: during the timed value-and-gradient evaluations the network books every layer's
 forward and backward time (VGG19.layer_times); the report gives their medians per layer and "the
-rest" (the losses and their gradients, the conversions at both ends). `--torch` times the same
+rest" (the losses, their gradients, the conversions at both ends), and on NumPy the seconds spent
+inside BLAS products (backend's product clock); the remainder is the work around the products. `--torch` times the same
 objective in PyTorch, in turns with handnst, when PyTorch is installed (handnst/bench_torch.py).
 
 Memory: each size runs in a fresh Python process, so the peak resident set size (ru_maxrss, which
@@ -62,7 +63,7 @@ import time
 import numpy as np
 
 from handnst.backend import (KEEP_BELOW_BYTES, OWN_MAPPING_FROM_BYTES, canonical_backend, gemm, get_xp, keep_freed_memory,
-                             resolve_dtype, synchronize)
+                             resolve_dtype, start_product_clock, stop_product_clock, synchronize)
 from handnst.errors import HandnstError, InputError, RunError
 from handnst.losses import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
 from handnst.machine import machine_info
@@ -240,7 +241,8 @@ def bench_size(width, height, *, backend="numpy", dtype="float32", weights="rand
     median, min, max and every sample), the achieved GFLOP/s, the GEMM rates and ratios, seconds per
     megapixel, the memory peaks of this process (see the module docstring) and `layers`: the median
     seconds of every layer's forward and backward pass, with `loss_seconds`, the rest of an evaluation
-    (the losses, their gradients and the conversions at both ends). torch=True adds `torch`: the same
+    (the losses, their gradients and the conversions at both ends); on NumPy `product_seconds`, the time
+    inside BLAS products, and `product_fraction`, its median share. torch=True adds `torch`: the same
     objective in PyTorch timed in turns with handnst's (handnst.bench_torch; an "error" when PyTorch is
     missing).
     """
@@ -277,13 +279,18 @@ def bench_size(width, height, *, backend="numpy", dtype="float32", weights="rand
     square_operands = gemm_operands(*gemm_shapes["square"], backend, dtype)
     conv_before = measure_gemm(*gemm_shapes["conv_like"], backend, dtype)
     total, forward, square_rates = [], [], []
-    times, rest = {}, []
+    times, rest, products = {}, [], []
+    count_products = xp is np        # the product clock times BLAS on the host only (backend.py)
     for _ in range(repeat):
         net.layer_times = {}       # every layer's time in this evaluation (a few clock reads per layer)
+        if count_products:
+            start_product_clock()
         t0 = time.perf_counter()
         value, grad = loss(x)
         synchronize(xp)
         t1 = time.perf_counter()
+        if count_products:
+            products.append(stop_product_clock())
         rest.append(t1 - t0 - sum(v for seconds in net.layer_times.values() for v in seconds))
         for key, seconds in net.layer_times.items():
             times.setdefault(key, []).extend(seconds)
@@ -345,6 +352,8 @@ def bench_size(width, height, *, backend="numpy", dtype="float32", weights="rand
         "memory": memory,
         "layers": layers,
         "loss_seconds": statistics.median(rest),
+        **({"product_seconds": _stats(products),
+            "product_fraction": statistics.median(p / t for p, t in zip(products, total))} if products else {}),
         **({"torch": compared} if torch else {}),
     }
 
@@ -550,6 +559,11 @@ def format_layers(result):
     rest = result.get("loss_seconds", 0.0)
     lines.append(f"{'the rest':>9s} {1e3 * rest:8.2f} {'':>8s} {100 * rest / total:6.1f}%   (losses, their gradients, "
                  "conversions in and out)")
+    if "product_seconds" in result:
+        products = result["product_seconds"]["median"]
+        share = result["product_fraction"]
+        lines.append(f"{result['size']}: inside BLAS products {1e3 * products:.1f} ms per evaluation, {100 * share:.0f}% "
+                     f"of it (median); the other {100 * (1 - share):.0f}% is transforms, ReLU, pooling, copies, losses")
     return lines
 
 
@@ -576,6 +590,9 @@ def _torch_line(t):
             f"(median of {len(t['ratio_samples'])} interleaved pairs; gradients differ by {t['gradient_difference']:.1e})")
     if "gemm_gflops" in t:
         line += f"; sgemm meanwhile {t['gemm_gflops']:.0f} GFLOP/s"
+    if "products_ratio" in t:
+        line += (f"; handnst's BLAS products alone / PyTorch's whole evaluation = {t['products_ratio']:.2f} "
+                 "(the floor with everything else free)")
     return line
 
 

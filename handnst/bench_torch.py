@@ -6,7 +6,9 @@ average pooling, alpha 1, beta 1e3, the paper's normalisations) as a PyTorch aut
 very same filters and images, and times one value-and-gradient evaluation of each, alternately:
 handnst, PyTorch, handnst, PyTorch, ... On a shared machine whose speed drifts, only such paired
 measurements mean anything; the figure reported is the median over the rounds of the ratio
-handnst seconds / PyTorch seconds (below 1: handnst is faster).
+handnst seconds / PyTorch seconds (below 1: handnst is faster). Beside it, the same ratio for the
+time handnst's turns spend inside BLAS products alone (backend's product clock): a floor that the
+ratio cannot go below without fewer or faster products, however cheap everything else becomes.
 
 The two gradients are compared too (relative difference of dL/dx), so a timing is never quoted for
 an objective that differs from the one handnst computes.
@@ -17,7 +19,7 @@ import time
 
 import numpy as np
 
-from handnst.backend import to_host
+from handnst.backend import start_product_clock, stop_product_clock, to_host
 from handnst.networks.vgg import LAYER_ORDER
 
 TORCH_MISSING = ("PyTorch is not installed, so there is no comparison: pip install torch "
@@ -111,11 +113,16 @@ def compare(loss, content, style, x, rounds=7, warmup=1, gemm_probe=None):
     for _ in range(max(0, warmup - 1)):
         loss(x)
         f(x_host)
-    ours, theirs, ratios, gemm = [], [], [], []
+    ours, theirs, ratios, gemm, products = [], [], [], [], []
+    count_products = net.xp is np     # handnst's BLAS products, timed on the host (backend.py)
     for _ in range(rounds):
+        if count_products:
+            start_product_clock()
         t0 = time.perf_counter()
         loss(x)
         t1 = time.perf_counter()
+        if count_products:
+            products.append(stop_product_clock())
         f(x_host)
         t2 = time.perf_counter()
         ours.append(t1 - t0)
@@ -132,4 +139,10 @@ def compare(loss, content, style, x, rounds=7, warmup=1, gemm_probe=None):
     }
     if gemm:
         out["gemm_gflops"] = statistics.median(gemm)
+    if products:
+        # handnst's matrix products alone against PyTorch's whole evaluation, pair by pair: the
+        # ratio handnst could reach with everything else (transforms, ReLU, pooling, losses) free.
+        out["product_seconds"] = statistics.median(products)
+        out["products_ratio"] = statistics.median(p / t for p, t in zip(products, theirs))
+        out["products_ratio_samples"] = [p / t for p, t in zip(products, theirs)]
     return out

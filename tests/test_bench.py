@@ -258,6 +258,45 @@ def test_network_books_each_layer_once_per_pass():
     net.forward(x, ["conv1_1"])         # off again: nothing booked, nothing fails
 
 
+# ---------------------------------------------------------------------------------- the product clock
+
+def test_the_product_clock_counts_blas_products_only_while_running():
+    import time
+    import numpy as np
+    from handnst import backend
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((2, 384, 384)).astype(np.float32)
+    out = np.empty((384, 384), dtype=np.float32)
+    assert backend.stop_product_clock() is None           # off unless started
+    backend.gemm(a, b, out)                                 # not counted: nothing to read afterwards
+    assert backend.stop_product_clock() is None
+    backend.start_product_clock()
+    t0 = time.perf_counter()
+    backend.gemm(a, b, out)
+    backend.gemm(a, b, out, accumulate=True, trans_a=True)
+    backend.matmul(a, b.T)                                  # matmul goes through gemm: counted too
+    wall = time.perf_counter() - t0
+    np.testing.assert_allclose(out, a @ b + a.T @ b, rtol=1e-4, atol=1e-3)   # results unchanged
+    counted = backend.stop_product_clock()
+    assert 0 < counted <= wall
+    assert backend.stop_product_clock() is None             # stopping turns it off
+    backend.start_product_clock()                           # and a new start counts from zero
+    assert backend.stop_product_clock() == 0.0
+
+
+def test_bench_reports_the_time_inside_blas_products(capsys):
+    result = bench.bench_size(32, 32, weights="random", repeat=2, warmup=0)
+    products, total = result["product_seconds"], result["seconds"]
+    assert len(products["samples"]) == len(total["samples"]) == 2
+    # every evaluation spends some, not all, of its time in products (ReLU, pooling, losses are not)
+    assert all(0 < p < t for p, t in zip(products["samples"], total["samples"]))
+    assert result["product_fraction"] == pytest.approx(
+        statistics.median(p / t for p, t in zip(products["samples"], total["samples"])))
+    from handnst import backend
+    assert backend.stop_product_clock() is None             # the benchmark leaves the clock off
+    assert "inside BLAS products" in "\n".join(bench.format_layers(result))
+
+
 # ---------------------------------------------------------------------------------- PyTorch
 
 def test_torch_comparison_computes_the_same_objective():
@@ -268,6 +307,10 @@ def test_torch_comparison_computes_the_same_objective():
     assert t["gradient_difference"] < 1e-4 and t["value_difference"] < 1e-4
     assert len(t["ratio_samples"]) == 2 and t["ratio"] > 0 and t["gemm_gflops"] > 0
     assert "handnst / PyTorch" in bench._torch_line(t)
+    # handnst's products are part of its turns, so their ratio to PyTorch's turns is below the whole ratio
+    assert len(t["products_ratio_samples"]) == 2
+    assert 0 < t["products_ratio"] < t["ratio"] and 0 < t["product_seconds"] < t["handnst_seconds"]
+    assert "BLAS products alone" in bench._torch_line(t)
 
 
 def test_torch_comparison_says_clearly_when_torch_is_missing(monkeypatch):

@@ -52,7 +52,8 @@ def add_cli_arguments(parser):
                              "direct: nine GEMMs for every convolution")
     parser.add_argument("--torch", action="store_true",
                         help="also time the same objective in PyTorch (if installed), in turns with handnst in "
-                             "the same process, and report the median ratio of the paired times")
+                             "the same process, and report the median ratio of the paired times, and that of "
+                             "handnst's time inside BLAS products alone to PyTorch's whole time")
     parser.add_argument("--in-process", action="store_true",
                         help="run every size in this process instead of a fresh one each "
                              "(faster to start, but the memory peaks then mix)")
