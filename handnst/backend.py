@@ -138,6 +138,7 @@ def gemm(a, b, out, accumulate=False, trans_a=False, trans_b=False):
         if started is not None:
             _add_product_seconds(time.perf_counter() - started)
         return out
+    _untimed_product()
     return generic_gemm(a, b, out, accumulate, trans_a, trans_b)
 
 
@@ -146,16 +147,21 @@ def gemm(a, b, out, accumulate=False, trans_a=False, trans_b=False):
 # How much of an evaluation is matrix products, and how much everything else (transforms, ReLU,
 # pooling, copies, the losses)? `handnst bench` asks by starting this clock around an evaluation:
 # while it runs, every BLAS call of `gemm` above adds its seconds here. Stopped (None, the default),
-# gemm reads no clock at all. Only the NumPy path is counted: CuPy's products are queued on the GPU
-# and return before they are done, so a host clock around them would measure the queueing.
+# gemm reads no clock at all. Only host BLAS can be timed: CuPy's products are queued on the GPU and
+# return before they are done, so a product on the generic path turns the clock's reading into
+# "unknown" (None) rather than let it read too little.
 # gemm is called from one thread at a time (split_run's helper threads only do elementwise work).
 _product_seconds = None
 
 
 def _add_product_seconds(seconds):
     global _product_seconds
-    if _product_seconds is not None:
-        _product_seconds += seconds
+    _product_seconds += seconds
+
+
+def _untimed_product():
+    global _product_seconds
+    _product_seconds = None
 
 
 def start_product_clock():
@@ -166,7 +172,7 @@ def start_product_clock():
 
 def stop_product_clock():
     """Seconds spent inside BLAS products since start_product_clock; the clock is off afterwards.
-    None when it was not running."""
+    None when it was not running, or when a product ran where it cannot be timed (on the GPU)."""
     global _product_seconds
     seconds, _product_seconds = _product_seconds, None
     return seconds
@@ -209,6 +215,7 @@ def matmul(a, b, out=None):
     xp = array_module(a)
     if (xp is not np or a.ndim != 2 or b.ndim != 2 or a.dtype != b.dtype
             or a.dtype not in (np.float32, np.float64)):
+        _untimed_product()
         return xp.matmul(a, b, out=out)
 
     def stored(m):   # (C-contiguous array holding m, whether m is its transpose)

@@ -44,9 +44,9 @@ change the speed, so random weights are used when no weights file is found (the 
 
 Where the time goes: during the timed value-and-gradient evaluations the network books every layer's
 forward and backward time (VGG19.layer_times); the report gives their medians per layer and "the
-rest" (the losses, their gradients, the conversions at both ends), and on NumPy the seconds spent
-inside BLAS products (backend's product clock); the remainder is the work around the products. `--torch` times the same
-objective in PyTorch, in turns with handnst, when PyTorch is installed (handnst/bench_torch.py).
+rest" (the losses, their gradients, the conversions at both ends), and on NumPy the seconds inside
+BLAS products (backend's product clock), the rest being the work around them. `--torch` times the
+same objective in PyTorch, in turns with handnst, when PyTorch is installed (handnst/bench_torch.py).
 
 Memory: each size runs in a fresh Python process, so the peak resident set size (ru_maxrss, which
 only ever grows) belongs to that size alone. On the GPU the figure is CuPy's memory pool: the pool
@@ -280,17 +280,14 @@ def bench_size(width, height, *, backend="numpy", dtype="float32", weights="rand
     conv_before = measure_gemm(*gemm_shapes["conv_like"], backend, dtype)
     total, forward, square_rates = [], [], []
     times, rest, products = {}, [], []
-    count_products = xp is np        # the product clock times BLAS on the host only (backend.py)
     for _ in range(repeat):
         net.layer_times = {}       # every layer's time in this evaluation (a few clock reads per layer)
-        if count_products:
-            start_product_clock()
+        start_product_clock()
         t0 = time.perf_counter()
         value, grad = loss(x)
         synchronize(xp)
         t1 = time.perf_counter()
-        if count_products:
-            products.append(stop_product_clock())
+        products.append(stop_product_clock())      # None on the GPU, where products cannot be timed
         rest.append(t1 - t0 - sum(v for seconds in net.layer_times.values() for v in seconds))
         for key, seconds in net.layer_times.items():
             times.setdefault(key, []).extend(seconds)
@@ -353,7 +350,8 @@ def bench_size(width, height, *, backend="numpy", dtype="float32", weights="rand
         "layers": layers,
         "loss_seconds": statistics.median(rest),
         **({"product_seconds": _stats(products),
-            "product_fraction": statistics.median(p / t for p, t in zip(products, total))} if products else {}),
+            "product_fraction": statistics.median(p / t for p, t in zip(products, total))}
+           if None not in products else {}),
         **({"torch": compared} if torch else {}),
     }
 

@@ -284,6 +284,19 @@ def test_the_product_clock_counts_blas_products_only_while_running():
     assert backend.stop_product_clock() == 0.0
 
 
+def test_a_product_the_clock_cannot_time_makes_its_reading_unknown():
+    import numpy as np
+    from handnst import backend
+    a = np.arange(12).reshape(3, 4)             # integers: the generic path, as every product on CuPy
+    backend.start_product_clock()
+    backend.gemm(a, a.T, np.empty((3, 3), dtype=a.dtype))
+    backend.gemm(*np.ones((2, 8, 8), dtype=np.float32), np.empty((8, 8), dtype=np.float32))
+    assert backend.stop_product_clock() is None             # not a reading that is too small
+    backend.start_product_clock()
+    backend.matmul(a, a.T)
+    assert backend.stop_product_clock() is None
+
+
 def test_bench_reports_the_time_inside_blas_products(capsys):
     result = bench.bench_size(32, 32, weights="random", repeat=2, warmup=0)
     products, total = result["product_seconds"], result["seconds"]
